@@ -1,0 +1,345 @@
+"""In-memory fakes of the two ports (Cluster, ObjectStore), for fast tests of the algorithm.
+
+They behave like the real things where the sync depends on it: the cluster assigns UIDs,
+answers AlreadyExists and NotFound, filters by label selector and records every write; the
+store lists common prefixes and returns None for absent keys. Failures are injected per
+operation with ``fail_on``.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from worker.cluster import Kind
+from worker.errors import (
+    AlreadyExists,
+    ClusterError,
+    ConfigError,
+    NotFound,
+    ObjectTooLarge,
+    StoreError,
+)
+
+Obj = dict[str, Any]
+
+
+def _matches(obj: Obj, selector: str | None) -> bool:
+    if not selector:
+        return True
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class FakeCluster:
+    """Objects keyed by (plural, namespace, name); namespace "" for cluster-scoped kinds."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], Obj] = {}
+        self.writes: list[tuple[str, str, str]] = []  # (verb, plural, name)
+        self.calls: list[tuple[str, str]] = []  # (verb, plural), reads included
+        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.fail_on: dict[tuple[str, str], ClusterError] = {}  # (verb, plural or name)
+        self._uids = itertools.count(1)
+        self.status_subresource = False  # BSL status subresource, as some CRDs have
+
+    # -- helpers for tests ----------------------------------------------------------------
+
+    def add(self, kind: Kind, obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uids)}")
+        ns = meta.get("namespace", "") if kind.namespaced else ""
+        self.objects[(kind.plural, ns, meta["name"])] = obj
+        return obj
+
+    def of(self, kind: Kind, namespace: str | None = None) -> dict[str, Obj]:
+        return {
+            name: obj
+            for (plural, ns, name), obj in self.objects.items()
+            if plural == kind.plural and (namespace is None or ns == namespace)
+        }
+
+    def _check(self, verb: str, kind: Kind, name: str = "") -> None:
+        self.calls.append((verb, kind.plural))
+        for key in ((verb, kind.plural), (verb, name)):
+            if key in self.fail_on:
+                raise self.fail_on[key]
+
+    # -- the port -------------------------------------------------------------------------
+
+    def list(
+        self, kind: Kind, namespace: str | None, label_selector: str | None = None
+    ) -> Iterator[Obj]:
+        self._check("list", kind)
+        items = [
+            copy.deepcopy(obj)
+            for (plural, ns, _), obj in self.objects.items()
+            if plural == kind.plural
+            and (not kind.namespaced or namespace is None or ns == namespace)
+            and _matches(obj, label_selector)
+        ]
+        return iter(items)
+
+    def get(self, kind: Kind, name: str, namespace: str | None) -> Obj | None:
+        self._check("get", kind, name)
+        obj = self.objects.get((kind.plural, namespace or "" if kind.namespaced else "", name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def create(self, kind: Kind, obj: Obj) -> Obj:
+        meta = obj.get("metadata") or {}
+        name = meta["name"]
+        self._check("create", kind, name)
+        ns = meta.get("namespace", "") if kind.namespaced else ""
+        key = (kind.plural, ns, name)
+        if key in self.objects:
+            raise AlreadyExists(f"{kind.kind} {name} already exists", 409)
+        assert "resourceVersion" not in meta, "creates must not carry a resourceVersion"
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["uid"] = f"uid-{next(self._uids)}"
+        self.objects[key] = stored
+        self.writes.append(("create", kind.plural, name))
+        return copy.deepcopy(stored)
+
+    def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
+        self._check("delete", kind, name)
+        key = (kind.plural, namespace or "" if kind.namespaced else "", name)
+        if key not in self.objects:
+            raise NotFound(f"{kind.kind} {name} not found", 404)
+        del self.objects[key]
+        self.writes.append(("delete", kind.plural, name))
+
+    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
+        self._check("deletecollection", kind)
+        for key, obj in list(self.objects.items()):
+            if key[0] == kind.plural and _matches(obj, label_selector):
+                del self.objects[key]
+                self.writes.append(("delete", kind.plural, key[2]))
+
+    def patch_merge(
+        self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
+    ) -> Obj:
+        self._check("patch", kind, name)
+        key = (kind.plural, namespace or "", name)
+        if key not in self.objects:
+            raise NotFound(f"{kind.kind} {name} not found", 404)
+        obj = self.objects[key]
+        if subresource == "status" or not self.status_subresource:
+            for section, fields in patch.items():
+                obj.setdefault(section, {}).update(fields)
+            self.writes.append(
+                ("patch", kind.plural, name + (f"/{subresource}" if subresource else ""))
+            )
+        elif "status" in patch:
+            # With a status subresource, the main resource ignores status changes.
+            self.writes.append(("patch", kind.plural, name))
+        return copy.deepcopy(obj)
+
+    def read_secret(self, namespace: str, name: str, key: str) -> bytes:
+        self.calls.append(("get", "secrets"))
+        data = self.secrets.get((namespace, name))
+        if data is None:
+            raise NotFound(f"secret {name} not found", 404)
+        if key not in data:
+            raise ConfigError(f'"{name}" secret is missing data for key "{key}"')
+        return data[key]
+
+
+class MemoryStore:
+    """An ObjectStore over a dict of key → bytes."""
+
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+        self.objects: dict[str, bytes] = dict(objects or {})
+        self.gets: list[str] = []
+        self.lists = 0
+        self.fail_list: StoreError | None = None
+        self.fail_get: dict[str, StoreError] = {}
+
+    def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
+        self.lists += 1
+        if self.fail_list is not None:
+            raise self.fail_list
+        seen: set[str] = set()
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                rest = key[len(prefix) :]
+                if delimiter in rest:
+                    common = prefix + rest.split(delimiter, 1)[0] + delimiter
+                    if common not in seen:
+                        seen.add(common)
+                        yield common
+
+    def get(self, key: str, max_bytes: int) -> bytes | None:
+        self.gets.append(key)
+        if key in self.fail_get:
+            raise self.fail_get[key]
+        data = self.objects.get(key)
+        if data is not None and len(data) > max_bytes:
+            raise ObjectTooLarge(f"{key} is larger than {max_bytes} bytes")
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+# -- building bucket contents ----------------------------------------------------------------
+
+
+def gz(value: Any) -> bytes:
+    return gzip.compress((json.dumps(value) + "\n").encode())
+
+
+def stored_backup(
+    name: str,
+    phase: str = "Completed",
+    expiration: str | None = None,
+    owner_refs: list[Obj] | None = None,
+    labels: dict[str, str] | None = None,
+    storage_location: str = "default",
+) -> Obj:
+    """A velero-backup.json as Velero writes it, from another cluster."""
+    status: Obj = {"phase": phase, "version": 1, "startTimestamp": "2026-01-01T00:00:00Z"}
+    if expiration is not None:
+        status["expiration"] = expiration
+    meta: Obj = {
+        "name": name,
+        "namespace": "velero-elsewhere",
+        "uid": f"old-uid-{name}",
+        "resourceVersion": "12345",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+        "generation": 3,
+        "labels": {"velero.io/storage-location": "old-location", **(labels or {})},
+        "managedFields": [{"manager": "velero-server"}],
+    }
+    if owner_refs is not None:
+        meta["ownerReferences"] = owner_refs
+    return {
+        "apiVersion": "velero.io/v1",
+        "kind": "Backup",
+        "metadata": meta,
+        "spec": {
+            "storageLocation": storage_location,
+            "ttl": "720h0m0s",
+            "includedNamespaces": ["*"],
+        },
+        "status": status,
+    }
+
+
+def stored_pvb(name: str, backup: str, with_uid_label: bool = True) -> Obj:
+    labels = {"velero.io/backup-name": backup}
+    if with_uid_label:
+        labels["velero.io/backup-uid"] = f"old-uid-{backup}"
+    return {
+        "apiVersion": "velero.io/v1",
+        "kind": "PodVolumeBackup",
+        "metadata": {
+            "name": name,
+            "namespace": "velero-elsewhere",
+            "uid": f"old-pvb-uid-{name}",
+            "resourceVersion": "999",
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "velero.io/v1",
+                    "kind": "Backup",
+                    "name": backup,
+                    "uid": f"old-uid-{backup}",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "backupStorageLocation": "old-location",
+            "node": "node-1",
+            "pod": {"kind": "Pod", "namespace": "app", "name": "web-0"},
+            "volume": "data",
+            "uploaderType": "kopia",
+            "repoIdentifier": "",
+            "tags": {"backup": backup},
+        },
+        "status": {"phase": "Completed", "snapshotID": "abc123"},
+    }
+
+
+def stored_vsclass(name: str) -> Obj:
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotClass",
+        "metadata": {"name": name, "resourceVersion": "7", "uid": f"vsclass-uid-{name}"},
+        "driver": "ebs.csi.aws.com",
+        "deletionPolicy": "Retain",
+    }
+
+
+def stored_vscontent(name: str, backup: str, handle: str | None = "snap-0123") -> Obj:
+    status: Obj = {"readyToUse": True}
+    if handle is not None:
+        status["snapshotHandle"] = handle
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {
+            "name": name,
+            "uid": f"vsc-uid-{name}",
+            "resourceVersion": "8",
+            "labels": {"velero.io/backup-name": backup},
+        },
+        "spec": {
+            "deletionPolicy": "Delete",
+            "driver": "ebs.csi.aws.com",
+            "source": {"volumeHandle": "vol-0abc"},
+            "volumeSnapshotClassName": "csi-class",
+            "volumeSnapshotRef": {
+                "kind": "VolumeSnapshot",
+                "namespace": "app",
+                "name": "vs-1",
+                "uid": "u",
+            },
+        },
+        "status": status,
+    }
+
+
+class Bucket:
+    """Writes Velero-layout objects into a MemoryStore."""
+
+    def __init__(self, store: MemoryStore, prefix: str = "") -> None:
+        self.store = store
+        self.root = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+
+    def key(self, backup: str, suffix: str) -> str:
+        return f"{self.root}backups/{backup}/{suffix}"
+
+    def put_backup(
+        self,
+        backup: Obj | str,
+        pvbs: list[Obj] | None = None,
+        vsclasses: list[Obj] | None = None,
+        vscontents: list[Obj] | None = None,
+    ) -> str:
+        obj = stored_backup(backup) if isinstance(backup, str) else backup
+        name = obj["metadata"]["name"]
+        self.store.objects[self.key(name, "velero-backup.json")] = json.dumps(obj).encode()
+        if pvbs is not None:
+            self.store.objects[self.key(name, f"{name}-podvolumebackups.json.gz")] = gz(pvbs)
+        if vsclasses is not None:
+            self.store.objects[self.key(name, f"{name}-csi-volumesnapshotclasses.json.gz")] = gz(
+                vsclasses
+            )
+        if vscontents is not None:
+            self.store.objects[self.key(name, f"{name}-csi-volumesnapshotcontents.json.gz")] = gz(
+                vscontents
+            )
+        return name
+
+    def put_raw(self, backup: str, suffix: str, data: bytes) -> None:
+        self.store.objects[self.key(backup, suffix)] = data

@@ -1,0 +1,170 @@
+"""Command line: flags and environment → Settings; wiring; the exit code. No sync logic."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from worker import __version__
+from worker.cluster import pod_namespace
+from worker.errors import ConfigError
+from worker.logs import configure as configure_logging
+from worker.report import EXIT_CONFIG
+from worker.retry import RetryPolicy
+from worker.run import run
+from worker.settings import Settings, parse_features, parse_go_duration
+
+DEFAULTS = Settings(namespace="velero")
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  every due location synced with no item errors (or nothing was due)
+  1  a location failed: store unreachable, listing failed, status patch failed,
+     cluster unreachable (retrying the job may help)
+  2  usage or configuration error (bad flag or duration, a location's provider,
+     config keys or credential Secret is wrong): fix the configuration
+  3  every location synced but some items (backups, pod volume backups, CSI objects)
+     failed; the summary names each one
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backup-sync",
+        description=(
+            "Bring Velero backups from object storage (S3, GCS, Azure Blob) into this "
+            "cluster, once: Velero's backup sync as a single-shot job."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--namespace",
+        help="Velero namespace (env VELERO_NAMESPACE; default: the pod's namespace in a "
+        "cluster, else 'velero')",
+    )
+    add("--kubeconfig", help="kubeconfig file outside a cluster (default: KUBECONFIG)")
+    add("--context", help="kubeconfig context (default: the current context)")
+    add(
+        "--default-backup-sync-period",
+        default="1m",
+        metavar="DURATION",
+        help="Go duration used for locations without spec.backupSyncPeriod (default: 1m)",
+    )
+    add("--features", default="", help="comma list of Velero features, e.g. EnableCSI")
+    add(
+        "--location",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only sync this location (repeatable; default: all)",
+    )
+    add("--force", action="store_true", help="ignore the sync period (never a period of 0)")
+    add(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created, deleted and patched; write nothing",
+    )
+    add(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULTS.concurrency,
+        metavar="N",
+        help=f"parallel per-backup work within a location (default: {DEFAULTS.concurrency})",
+    )
+    add(
+        "--kube-qps",
+        type=_non_negative_float,
+        default=DEFAULTS.kube_qps,
+        metavar="F",
+        help=f"API requests per second, sustained; 0 = unlimited (default: {DEFAULTS.kube_qps:g})",
+    )
+    add(
+        "--kube-burst",
+        type=_positive_int,
+        default=DEFAULTS.kube_burst,
+        metavar="N",
+        help=f"API request burst (default: {DEFAULTS.kube_burst})",
+    )
+    add(
+        "--request-timeout",
+        type=_non_negative_float,
+        default=DEFAULTS.request_timeout,
+        metavar="SECONDS",
+        help=f"timeout of each API and object-store call (default: {DEFAULTS.request_timeout:g})",
+    )
+    add(
+        "--retry-attempts",
+        type=_positive_int,
+        default=DEFAULTS.retry.attempts,
+        metavar="N",
+        help=f"attempts per call on transient faults (default: {DEFAULTS.retry.attempts})",
+    )
+    add(
+        "--retry-max-seconds",
+        type=_non_negative_float,
+        default=DEFAULTS.retry.max_seconds,
+        metavar="SECONDS",
+        help=f"give up retrying one call after this long (default: {DEFAULTS.retry.max_seconds:g})",
+    )
+    add(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="(default: info)",
+    )
+    add("--log-format", default="text", choices=["text", "json"], help="(default: text)")
+    add("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    """Flags first, then environment, then defaults. Raises ConfigError."""
+    namespace = args.namespace or env.get("VELERO_NAMESPACE") or pod_namespace() or "velero"
+    return Settings(
+        namespace=namespace,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        default_sync_period=parse_go_duration(args.default_backup_sync_period),
+        features=parse_features(args.features),
+        locations=frozenset(args.location),
+        force=args.force,
+        dry_run=args.dry_run,
+        concurrency=args.concurrency,
+        kube_qps=args.kube_qps,
+        kube_burst=args.kube_burst,
+        request_timeout=args.request_timeout,
+        retry=RetryPolicy(attempts=args.retry_attempts, max_seconds=args.retry_max_seconds),
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on usage errors
+    try:
+        settings = settings_from(args, dict(os.environ))
+    except ConfigError as exc:
+        print(f"backup-sync: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    report = run(settings)
+    print(report.render(settings.log_format))
+    return report.exit_code

@@ -1,0 +1,82 @@
+"""Which locations a run syncs, and in what order. Pure functions over BSL dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from worker.errors import ConfigError
+from worker.settings import parse_go_duration
+
+Location = dict[str, Any]
+
+
+def name_of(location: Location) -> str:
+    return str(location.get("metadata", {}).get("name", ""))
+
+
+def order_default_first(locations: Sequence[Location]) -> list[Location]:
+    """The default location first, then the others in API order (Velero's
+    backupSyncSourceOrderFunc: those before the default, then those after)."""
+    for index, location in enumerate(locations):
+        if (location.get("spec") or {}).get("default") is True:
+            return [location, *locations[:index], *locations[index + 1 :]]
+    return list(locations)
+
+
+def sync_period(location: Location, default: timedelta) -> timedelta:
+    """``spec.backupSyncPeriod`` when set and non-negative, else the default.
+
+    Zero means "never sync". Raises ConfigError for an unparsable period.
+    """
+    raw = (location.get("spec") or {}).get("backupSyncPeriod")
+    if raw is None:
+        return default
+    period = parse_go_duration(str(raw))
+    if period < timedelta(0):
+        return default
+    return period
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 as written by the API server (``2024-01-02T03:04:05Z``)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """Whether a location is due, and why (for the summary)."""
+
+    due: bool
+    reason: str
+
+
+def due_check(location: Location, default: timedelta, now: datetime, force: bool) -> Due:
+    """Velero's locationFilterFunc: period 0 never syncs (even with --force); otherwise due
+    when never synced or ``now >= lastSyncedTime + period``; --force skips the time check."""
+    try:
+        period = sync_period(location, default)
+    except ConfigError as exc:
+        raise ConfigError(f"location {name_of(location)!r}: backupSyncPeriod: {exc}") from exc
+    if period == timedelta(0):
+        return Due(False, "sync disabled (backupSyncPeriod is 0)")
+    if force:
+        return Due(True, "forced")
+    last = (location.get("status") or {}).get("lastSyncedTime")
+    if not last:
+        return Due(True, "never synced")
+    try:
+        last_synced = parse_time(str(last))
+    except ValueError:
+        return Due(True, f"unreadable status.lastSyncedTime {last!r}")
+    next_sync = last_synced + period
+    if now < next_sync:
+        return Due(False, f"not due until {next_sync.isoformat()}")
+    return Due(True, "period elapsed")
+
+
+def selected(locations: Iterable[Location], names: frozenset[str]) -> list[Location]:
+    """Restrict to ``--location`` names (all when empty)."""
+    return [loc for loc in locations if not names or name_of(loc) in names]

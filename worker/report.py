@@ -1,0 +1,159 @@
+"""What a run did, per location: counts, skips with reasons, failures, the dry-run plan;
+rendered as one text line per location or one JSON document; and the exit code."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+EXIT_OK = 0
+EXIT_LOCATION_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ITEMS_FAILED = 3
+
+
+class Outcome(StrEnum):
+    SYNCED = "synced"
+    FAILED = "failed"  # store/listing/cluster failure: exit 1
+    CONFIG_ERROR = "config-error"  # this location's configuration is wrong: exit 2
+    NOT_DUE = "not-due"
+    DISABLED = "disabled"  # backupSyncPeriod 0
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """One object that could not be synced, and why."""
+
+    object: str  # e.g. "Backup velero/nightly-1" or a bucket key
+    reason: str
+
+
+# Skip reasons, as they appear in summaries.
+SKIP_ALREADY_EXISTS = "already exists"
+SKIP_NO_METADATA = "no velero-backup.json"
+SKIP_NOT_EXPIRED = "waiting or finalizing, not expired"
+
+
+@dataclass(slots=True)
+class LocationReport:
+    name: str
+    provider: str = ""
+    outcome: Outcome = Outcome.SYNCED
+    reason: str = ""
+    listed: int = 0
+    in_cluster: int = 0
+    to_sync: int = 0
+    created: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    pod_volume_backups: int = 0
+    csi_snapshot_classes: int = 0
+    csi_snapshot_contents: int = 0
+    orphans_deleted: int = 0
+    errors: list[ItemFailure] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+    status_patched: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ran(self) -> bool:
+        return self.outcome in (Outcome.SYNCED, Outcome.FAILED)
+
+    def fail(self, outcome: Outcome, reason: str) -> None:
+        self.outcome = outcome
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "location": self.name,
+            "provider": self.provider,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "listed": self.listed,
+            "inCluster": self.in_cluster,
+            "toSync": self.to_sync,
+            "created": self.created,
+            "skipped": dict(sorted(self.skipped.items())),
+            "podVolumeBackupsCreated": self.pod_volume_backups,
+            "csiVolumeSnapshotClassesCreated": self.csi_snapshot_classes,
+            "csiVolumeSnapshotContentsCreated": self.csi_snapshot_contents,
+            "orphansDeleted": self.orphans_deleted,
+            "errors": [{"object": e.object, "reason": e.reason} for e in self.errors],
+            "statusPatched": self.status_patched,
+            "plan": self.plan,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def text(self, dry_run: bool) -> str:
+        head = f"location {self.name}: {self.outcome.value}"
+        if self.reason:
+            head += f" ({self.reason})"
+        if not self.ran:
+            return head
+        skipped = sum(self.skipped.values())
+        why = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
+        verb = "would create" if dry_run else "created"
+        parts = [
+            f"listed {self.listed}",
+            f"in cluster {self.in_cluster}",
+            f"{verb} {self.created}",
+            f"skipped {skipped}" + (f" ({why})" if why else ""),
+            f"pod volume backups {self.pod_volume_backups}",
+            f"CSI classes {self.csi_snapshot_classes}",
+            f"CSI contents {self.csi_snapshot_contents}",
+            f"orphans {'to delete' if dry_run else 'deleted'} {self.orphans_deleted}",
+            f"errors {len(self.errors)}",
+            f"{self.seconds:.2f}s",
+        ]
+        lines = [f"{head}: " + ", ".join(parts)]
+        lines += [f"  error: {e.object}: {e.reason}" for e in self.errors]
+        lines += [f"  plan: {action}" for action in self.plan]
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class RunReport:
+    namespace: str
+    dry_run: bool = False
+    locations: list[LocationReport] = field(default_factory=list)
+    error: str = ""  # a run-level failure (cluster unreachable before any location)
+    error_exit_code: int = EXIT_OK
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return self.error_exit_code
+        outcomes = {loc.outcome for loc in self.locations}
+        if Outcome.FAILED in outcomes:
+            return EXIT_LOCATION_FAILED
+        if Outcome.CONFIG_ERROR in outcomes:
+            return EXIT_CONFIG
+        if any(loc.errors for loc in self.locations):
+            return EXIT_ITEMS_FAILED
+        return EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "dryRun": self.dry_run,
+            "exitCode": self.exit_code,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "locations": [loc.as_dict() for loc in self.locations],
+        }
+
+    def render(self, fmt: str) -> str:
+        if fmt == "json":
+            return json.dumps(self.as_dict(), sort_keys=False)
+        mode = " (dry run: nothing written)" if self.dry_run else ""
+        lines = [f"backup-sync summary for namespace {self.namespace}{mode}"]
+        if self.error:
+            lines.append(f"run failed: {self.error}")
+        if not self.locations and not self.error:
+            lines.append("no backup storage locations to sync")
+        lines += [loc.text(self.dry_run) for loc in self.locations]
+        lines.append(f"exit code {self.exit_code} in {self.seconds:.2f}s")
+        return "\n".join(lines)

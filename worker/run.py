@@ -1,0 +1,167 @@
+"""One run: list the locations, order them default-first, keep the selected and due ones,
+sync each through the storage and cluster ports, and collect the report."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker.cluster import BACKUP_STORAGE_LOCATION, Cluster, KubeCluster, PlanningCluster
+from worker.errors import ClusterError, ConfigError, LocationError
+from worker.locations import due_check, name_of, order_default_first, selected
+from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
+from worker.settings import Settings
+from worker.storage import ObjectStore
+from worker.storage.layout import BackupStore
+from worker.storage.location import ReadSecret, open_backup_store, store_settings
+from worker.sync import SyncOptions, sync_location
+
+log = logging.getLogger(__name__)
+
+# (location, read_secret, workdir, settings) -> (Velero-layout store, the store to close)
+StoreOpener = Callable[
+    [dict[str, Any], ReadSecret, Path, Settings], tuple[BackupStore, ObjectStore]
+]
+
+
+def open_location_store(
+    location: dict[str, Any], read_secret: ReadSecret, workdir: Path, settings: Settings
+) -> tuple[BackupStore, ObjectStore]:
+    """The real opener: the provider registry. Raises ConfigError, StoreError."""
+    store_cfg, prefix = store_settings(
+        location,
+        read_secret,
+        workdir,
+        timeout=settings.request_timeout,
+        max_connections=settings.concurrency + 4,
+        retry=settings.retry,
+    )
+    return open_backup_store(store_cfg, prefix)
+
+
+def run(
+    settings: Settings,
+    cluster: Cluster | None = None,
+    open_store: StoreOpener = open_location_store,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RunReport:
+    """One sync run; never raises for expected failures, they end up in the report."""
+    started = time.monotonic()
+    report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
+    owned: KubeCluster | None = None
+    try:
+        if cluster is None:
+            owned = KubeCluster.connect(
+                settings.kubeconfig,
+                settings.context,
+                qps=settings.kube_qps,
+                burst=settings.kube_burst,
+                timeout=settings.request_timeout,
+                pool_size=settings.concurrency + 4,
+                policy=settings.retry,
+            )
+            cluster = owned
+        _run_locations(settings, cluster, report, open_store, now)
+    except ConfigError as exc:
+        report.error, report.error_exit_code = str(exc), EXIT_CONFIG
+    except ClusterError as exc:
+        report.error, report.error_exit_code = str(exc), EXIT_LOCATION_FAILED
+    finally:
+        if owned is not None:
+            owned.close()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def _run_locations(
+    settings: Settings,
+    cluster: Cluster,
+    report: RunReport,
+    open_store: StoreOpener,
+    now: Callable[[], datetime],
+) -> None:
+    locations = list(cluster.list(BACKUP_STORAGE_LOCATION, settings.namespace))
+    missing = sorted(settings.locations - {name_of(loc) for loc in locations})
+    if missing:
+        raise ConfigError(
+            f"--location names no BackupStorageLocation in {settings.namespace}: {missing}"
+        )
+    log.info(
+        "backup storage locations found",
+        extra={"count": len(locations), "namespace": settings.namespace},
+    )
+    started = now()
+    with tempfile.TemporaryDirectory(prefix="backup-sync-") as workdir:
+        for location in order_default_first(selected(locations, settings.locations)):
+            loc_report = LocationReport(
+                name=name_of(location), provider=str((location.get("spec") or {}).get("provider"))
+            )
+            report.locations.append(loc_report)
+            try:
+                due = due_check(location, settings.default_sync_period, started, settings.force)
+            except ConfigError as exc:
+                loc_report.fail(Outcome.CONFIG_ERROR, str(exc))
+                continue
+            if not due.due:
+                disabled = due.reason.startswith("sync disabled")
+                loc_report.fail(Outcome.DISABLED if disabled else Outcome.NOT_DUE, due.reason)
+                log.info("location skipped", extra={"location": loc_report.name, "why": due.reason})
+                continue
+            _sync_one(settings, cluster, location, loc_report, Path(workdir), open_store, now)
+
+
+def _sync_one(
+    settings: Settings,
+    cluster: Cluster,
+    location: dict[str, Any],
+    report: LocationReport,
+    workdir: Path,
+    open_store: StoreOpener,
+    now: Callable[[], datetime],
+) -> None:
+    started = time.monotonic()
+    ctx = {"location": report.name}
+    target: Cluster = PlanningCluster(cluster) if settings.dry_run else cluster
+    try:
+        backup_store, store = open_store(
+            location,
+            lambda name, key: cluster.read_secret(settings.namespace, name, key),
+            workdir,
+            settings,
+        )
+    except ConfigError as exc:
+        log.error("location configuration error", extra={**ctx, "error": str(exc)})
+        report.fail(Outcome.CONFIG_ERROR, str(exc))
+        return
+    except (LocationError, ClusterError) as exc:
+        log.error("cannot open backup store", extra={**ctx, "error": str(exc)})
+        report.fail(Outcome.FAILED, f"cannot open backup store: {exc}")
+        return
+    options = SyncOptions(
+        namespace=settings.namespace,
+        csi=settings.csi_enabled,
+        concurrency=settings.concurrency,
+        now=now,
+    )
+    try:
+        sync_location(location, backup_store, target, options, report)
+    except LocationError as exc:
+        log.error("location failed", extra={**ctx, "error": str(exc)})
+        report.fail(Outcome.FAILED, str(exc))
+    except ClusterError as exc:
+        log.error("location failed", extra={**ctx, "error": str(exc)})
+        report.fail(Outcome.FAILED, f"cluster: {exc}")
+    finally:
+        store.close()
+        if isinstance(target, PlanningCluster):
+            report.plan = target.actions
+        report.seconds = time.monotonic() - started
+    log.info(
+        "location done",
+        extra={**ctx, "outcome": report.outcome.value, "seconds": round(report.seconds, 3)},
+    )

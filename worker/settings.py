@@ -1,0 +1,94 @@
+"""Run settings (flags, then env) and Go duration parsing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from worker.errors import ConfigError
+from worker.retry import DEFAULT_POLICY, RetryPolicy
+
+CSI_FEATURE = "EnableCSI"
+KNOWN_FEATURES = frozenset({CSI_FEATURE})
+
+_NS_PER_UNIT = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,  # U+00B5 micro sign
+    "μs": 1_000,  # U+03BC greek mu
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> timedelta:
+    """Parse a Go ``time.ParseDuration`` string (``1m0s``, ``1h30m``, ``-1.5s``, ``0``).
+
+    Raises ConfigError for anything Go would reject (missing unit, unknown unit, empty).
+    """
+    original = text
+    sign = 1
+    if text[:1] in "+-":
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return timedelta(0)
+    if not text:
+        raise ConfigError(f"invalid duration {original!r}")
+    total_ns = 0
+    pos = 0
+    while pos < len(text):
+        match = _COMPONENT.match(text, pos)
+        if match is None:
+            raise ConfigError(
+                f"invalid duration {original!r}: expected a number and a unit "
+                f"(ns, us, ms, s, m, h), e.g. 1m0s or 1h30m"
+            )
+        number, unit = match.groups()
+        whole, _, frac = number.partition(".")
+        scale = _NS_PER_UNIT[unit]
+        total_ns += int(whole or "0") * scale
+        if frac:
+            total_ns += int(frac) * scale // 10 ** len(frac)
+        pos = match.end()
+    return timedelta(microseconds=sign * total_ns / 1000)
+
+
+def parse_features(text: str | None) -> frozenset[str]:
+    """Velero's comma-separated feature list; unknown names are a usage error."""
+    if not text:
+        return frozenset()
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(names - KNOWN_FEATURES)
+    if unknown:
+        raise ConfigError(f"unknown feature(s) {unknown}; known features: {sorted(KNOWN_FEATURES)}")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one run needs to know, resolved from flags and environment."""
+
+    namespace: str
+    kubeconfig: str | None = None
+    context: str | None = None
+    default_sync_period: timedelta = timedelta(minutes=1)
+    features: frozenset[str] = frozenset()
+    locations: frozenset[str] = frozenset()  # empty = all
+    force: bool = False
+    dry_run: bool = False
+    concurrency: int = 16
+    kube_qps: float = 50.0
+    kube_burst: int = 100
+    request_timeout: float = 30.0
+    retry: RetryPolicy = field(default=DEFAULT_POLICY)
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def csi_enabled(self) -> bool:
+        return CSI_FEATURE in self.features

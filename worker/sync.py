@@ -1,0 +1,430 @@
+"""The sync of one backup storage location: Velero's backup sync, written only against the
+Cluster port and the BackupStore, so it runs the same on in-memory fakes and real servers.
+
+Per location: snapshot the Backups in the cluster, list the backups in the store, create
+what the cluster lacks (with pod volume backups and, with EnableCSI, CSI objects), delete
+orphans, then merge-patch ``status.lastSyncedTime``. A store failure fails the location
+before anything is written; one bad backup never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from worker import rewrite
+from worker.cluster import (
+    BACKUP,
+    BACKUP_STORAGE_LOCATION,
+    POD_VOLUME_BACKUP,
+    SCHEDULE,
+    VOLUME_SNAPSHOT,
+    VOLUME_SNAPSHOT_CLASS,
+    VOLUME_SNAPSHOT_CONTENT,
+    Cluster,
+)
+from worker.errors import AlreadyExists, ClusterError, ItemError, NotFound, StoreError
+from worker.locations import name_of
+from worker.report import (
+    SKIP_ALREADY_EXISTS,
+    SKIP_NO_METADATA,
+    SKIP_NOT_EXPIRED,
+    ItemFailure,
+    LocationReport,
+)
+from worker.storage.layout import BackupStore
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    namespace: str
+    csi: bool
+    concurrency: int
+    now: Callable[[], datetime]
+
+
+@dataclass(slots=True)
+class BackupOutcome:
+    """What happened to one backup; folded into the LocationReport by the caller."""
+
+    name: str
+    created: bool = False
+    skipped: str = ""
+    pod_volume_backups: int = 0
+    csi_snapshot_classes: int = 0
+    csi_snapshot_contents: int = 0
+    errors: list[ItemFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterBackup:
+    """The fields of an existing Backup that the sync looks at."""
+
+    name: str
+    location_label: str | None
+    phase: str
+
+
+def sync_location(
+    location: Obj,
+    store: BackupStore,
+    cluster: Cluster,
+    options: SyncOptions,
+    report: LocationReport,
+) -> None:
+    """Sync one location into the cluster, filling ``report``.
+
+    Raises StoreError when the store listing fails (nothing has been written then) and
+    ClusterError when the status patch fails.
+    """
+    location_name = name_of(location)
+    ctx = {"location": location_name}
+
+    existing = _cluster_backups(cluster, options.namespace, ctx)
+    in_cluster = {b.name for b in existing} if existing is not None else set()
+    report.in_cluster = len(in_cluster)
+
+    in_store = set(store.list_backups())  # StoreError propagates: the location fails
+    report.listed = len(in_store)
+    to_sync = sorted(in_store - in_cluster)
+    report.to_sync = len(to_sync)
+    if to_sync:
+        log.info("backups to sync into the cluster", extra={**ctx, "count": len(to_sync)})
+
+    syncer = _BackupSyncer(location_name, store, cluster, options)
+    for outcome in bounded_map(syncer.sync, to_sync, options.concurrency):
+        _fold(report, outcome)
+
+    _delete_orphans(location_name, existing, in_store, cluster, options, report)
+
+    stamp = options.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch_last_synced(cluster, location_name, options.namespace, stamp)
+    report.status_patched = True
+
+
+def _cluster_backups(
+    cluster: Cluster, namespace: str, ctx: dict[str, str]
+) -> list[ClusterBackup] | None:
+    """One paginated list of the namespace's Backups, reduced to what the sync needs.
+    None when listing failed: the sync goes on as if the cluster had none (Velero does)."""
+    try:
+        return [_summarize(b) for b in cluster.list(BACKUP, namespace)]
+    except ClusterError as exc:
+        log.error(
+            "cannot list Backups in the cluster; syncing as if it had none",
+            extra={**ctx, "error": str(exc)},
+        )
+        return None
+
+
+def _summarize(backup: Obj) -> ClusterBackup:
+    meta = backup.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return ClusterBackup(
+        name=str(meta.get("name", "")),
+        location_label=labels.get(rewrite.STORAGE_LOCATION_LABEL),
+        phase=rewrite.phase_of(backup),
+    )
+
+
+class _BackupSyncer:
+    """Creates one backup and its dependents. ``sync`` never raises."""
+
+    def __init__(
+        self, location: str, store: BackupStore, cluster: Cluster, options: SyncOptions
+    ) -> None:
+        self._location = location
+        self._store = store
+        self._cluster = cluster
+        self._options = options
+        self._schedules: dict[str, str | None] = {}
+        self._schedules_lock = threading.Lock()
+
+    def sync(self, name: str) -> BackupOutcome:
+        outcome = BackupOutcome(name)
+        ctx = {"location": self._location, "backup": name}
+        try:
+            self._sync(name, outcome, ctx)
+        except Exception as exc:  # a bug must cost one backup, not the run
+            log.exception("unexpected error syncing backup", extra=ctx)
+            outcome.errors.append(ItemFailure(self._ref(name), f"unexpected error: {exc!r}"))
+        return outcome
+
+    def _ref(self, name: str) -> str:
+        return f"Backup {self._options.namespace}/{name}"
+
+    def _sync(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
+        try:
+            stored = self._store.backup_metadata(name)
+        except (ItemError, StoreError) as exc:
+            log.error("cannot read backup metadata", extra={**ctx, "error": str(exc)})
+            outcome.errors.append(ItemFailure(self._ref(name), str(exc)))
+            return
+        if stored is None:
+            log.debug("no velero-backup.json, skipping", extra=ctx)
+            outcome.skipped = SKIP_NO_METADATA
+            return
+        stored_name = stored["metadata"].get("name")
+        if stored_name != name:
+            # Velero would create a Backup under another name, which the next run would
+            # then see as an orphan of this folder; refuse instead.
+            outcome.errors.append(
+                ItemFailure(
+                    self._ref(name),
+                    f"metadata.name {stored_name!r} does not match its folder {name!r}",
+                )
+            )
+            return
+        now = self._options.now()
+        if rewrite.waiting_and_unexpired(stored, now):
+            log.debug("incomplete backup not expired yet, skipping", extra=ctx)
+            outcome.skipped = SKIP_NOT_EXPIRED
+            return
+
+        backup = rewrite.backup_for_cluster(stored, self._options.namespace, self._location, now)
+        backup["metadata"]["ownerReferences"] = self._owner_references(backup, ctx)
+        if not backup["metadata"]["ownerReferences"]:
+            del backup["metadata"]["ownerReferences"]
+        try:
+            created = self._cluster.create(BACKUP, backup)
+        except AlreadyExists:
+            log.debug("backup already exists in the cluster", extra=ctx)
+            outcome.skipped = SKIP_ALREADY_EXISTS
+            return
+        except ClusterError as exc:
+            log.error("cannot create backup", extra={**ctx, "error": str(exc)})
+            outcome.errors.append(ItemFailure(self._ref(name), str(exc)))
+            return
+        outcome.created = True
+        log.info("synced backup into the cluster", extra=ctx)
+        uid = str((created.get("metadata") or {}).get("uid", ""))
+
+        self._pod_volume_backups(name, uid, outcome, ctx)
+        if self._options.csi:
+            self._csi_objects(name, outcome, ctx)
+
+    def _owner_references(self, backup: Obj, ctx: dict[str, str]) -> list[Obj]:
+        """Keep a Schedule reference only when that Schedule exists here with the same UID
+        (a lookup error drops it too, as Velero's UID comparison does); keep others."""
+        kept: list[Obj] = []
+        for ref in backup["metadata"].get("ownerReferences") or []:
+            if not isinstance(ref, dict):
+                continue
+            if ref.get("kind") != "Schedule":
+                log.warning(
+                    "cannot check owner reference of unknown kind, keeping it",
+                    extra={**ctx, "kind": str(ref.get("kind"))},
+                )
+                kept.append(ref)
+                continue
+            actual = self._schedule_uid(str(ref.get("name", "")), ctx)
+            if actual is None:
+                log.warning(
+                    "removing owner reference to missing schedule",
+                    extra={**ctx, "schedule": str(ref.get("name"))},
+                )
+            elif actual != ref.get("uid"):
+                log.warning(
+                    "removing owner reference to schedule with another UID",
+                    extra={**ctx, "schedule": str(ref.get("name")), "uid": actual},
+                )
+            else:
+                kept.append(ref)
+        return kept
+
+    def _schedule_uid(self, name: str, ctx: dict[str, str]) -> str | None:
+        """The Schedule's UID, "" on lookup error, None when missing; cached per location."""
+        with self._schedules_lock:
+            if name in self._schedules:
+                return self._schedules[name]
+        uid: str | None
+        try:
+            schedule = self._cluster.get(SCHEDULE, name, self._options.namespace)
+            uid = None if schedule is None else str(schedule["metadata"].get("uid", ""))
+        except ClusterError as exc:
+            log.error(
+                "cannot look up schedule of owner reference; dropping the reference",
+                extra={**ctx, "schedule": name, "error": str(exc)},
+            )
+            uid = ""
+        with self._schedules_lock:
+            self._schedules[name] = uid
+        return uid
+
+    def _pod_volume_backups(
+        self, name: str, uid: str, outcome: BackupOutcome, ctx: dict[str, str]
+    ) -> None:
+        try:
+            stored = self._store.pod_volume_backups(name)
+        except (ItemError, StoreError) as exc:
+            log.error("cannot read pod volume backups", extra={**ctx, "error": str(exc)})
+            outcome.errors.append(ItemFailure(f"pod volume backups of {name}", str(exc)))
+            return
+        for pvb in stored:
+            obj = rewrite.pod_volume_backup_for_cluster(
+                pvb, name, uid, self._options.namespace, self._location
+            )
+            ref = f"PodVolumeBackup {self._options.namespace}/{obj['metadata'].get('name')}"
+            if self._create(POD_VOLUME_BACKUP, obj, ref, outcome, ctx):
+                outcome.pod_volume_backups += 1
+
+    def _csi_objects(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
+        try:
+            classes = self._store.csi_volume_snapshot_classes(name)
+        except (ItemError, StoreError) as exc:
+            outcome.errors.append(ItemFailure(f"CSI snapshot classes of {name}", str(exc)))
+            classes = []
+        for vsclass in classes:
+            obj = rewrite.snapshot_class_for_cluster(vsclass)
+            ref = f"VolumeSnapshotClass {obj['metadata'].get('name')}"
+            if self._create(VOLUME_SNAPSHOT_CLASS, obj, ref, outcome, ctx):
+                outcome.csi_snapshot_classes += 1
+        try:
+            contents = self._store.csi_volume_snapshot_contents(name)
+        except (ItemError, StoreError) as exc:
+            outcome.errors.append(ItemFailure(f"CSI snapshot contents of {name}", str(exc)))
+            contents = []
+        for content in contents:
+            ref = f"VolumeSnapshotContent {content['metadata'].get('name')}"
+            try:
+                obj = rewrite.static_snapshot_content(content)
+            except ValueError as exc:
+                outcome.errors.append(ItemFailure(ref, str(exc)))
+                continue
+            if self._create(VOLUME_SNAPSHOT_CONTENT, obj, ref, outcome, ctx):
+                outcome.csi_snapshot_contents += 1
+
+    def _create(
+        self, kind: Any, obj: Obj, ref: str, outcome: BackupOutcome, ctx: dict[str, str]
+    ) -> bool:
+        """Create a dependent object; AlreadyExists is fine. True when created."""
+        try:
+            self._cluster.create(kind, obj)
+            return True
+        except AlreadyExists:
+            log.debug("already exists in the cluster", extra={**ctx, "object": ref})
+            return False
+        except ClusterError as exc:
+            log.error("cannot create object", extra={**ctx, "object": ref, "error": str(exc)})
+            outcome.errors.append(ItemFailure(ref, str(exc)))
+            return False
+
+
+def _fold(report: LocationReport, outcome: BackupOutcome) -> None:
+    report.created += outcome.created
+    if outcome.skipped:
+        report.skipped[outcome.skipped] += 1
+    report.pod_volume_backups += outcome.pod_volume_backups
+    report.csi_snapshot_classes += outcome.csi_snapshot_classes
+    report.csi_snapshot_contents += outcome.csi_snapshot_contents
+    report.errors.extend(outcome.errors)
+
+
+def orphans_of(location: str, existing: Iterable[ClusterBackup], in_store: set[str]) -> list[str]:
+    """Backups labelled with this location, Completed or PartiallyFailed, and absent from
+    the store listing."""
+    label = rewrite.valid_label(location)
+    return sorted(
+        b.name
+        for b in existing
+        if b.location_label == label and b.phase in rewrite.ORPHAN_PHASES and b.name not in in_store
+    )
+
+
+def _delete_orphans(
+    location: str,
+    existing: list[ClusterBackup] | None,
+    in_store: set[str],
+    cluster: Cluster,
+    options: SyncOptions,
+    report: LocationReport,
+) -> None:
+    ctx = {"location": location}
+    if existing is None:
+        # The first listing failed; list this location's Backups as Velero does.
+        selector = f"{rewrite.STORAGE_LOCATION_LABEL}={rewrite.valid_label(location)}"
+        try:
+            existing = [_summarize(b) for b in cluster.list(BACKUP, options.namespace, selector)]
+        except ClusterError as exc:
+            log.error("cannot list Backups; deleting no orphans", extra={**ctx, "error": str(exc)})
+            report.errors.append(ItemFailure(f"Backups of location {location}", str(exc)))
+            return
+    for name in orphans_of(location, existing, in_store):
+        bctx = {**ctx, "backup": name}
+        try:
+            cluster.delete(BACKUP, name, options.namespace)
+        except NotFound:
+            continue  # someone else deleted it first
+        except ClusterError as exc:
+            log.error("cannot delete orphaned backup", extra={**bctx, "error": str(exc)})
+            report.errors.append(ItemFailure(f"Backup {options.namespace}/{name}", str(exc)))
+            continue
+        report.orphans_deleted += 1
+        log.info("deleted orphaned backup (not in the backup store)", extra=bctx)
+        if options.csi:
+            _delete_csi_snapshots(name, cluster, report, bctx)
+
+
+def _delete_csi_snapshots(
+    backup: str, cluster: Cluster, report: LocationReport, ctx: dict[str, str]
+) -> None:
+    """VolumeSnapshots (all namespaces) and VolumeSnapshotContents labelled with the backup."""
+    selector = f"{rewrite.BACKUP_NAME_LABEL}={rewrite.valid_label(backup)}"
+    try:
+        snapshots = list(cluster.list(VOLUME_SNAPSHOT, None, selector))
+    except ClusterError as exc:
+        report.errors.append(ItemFailure(f"VolumeSnapshots of {backup}", str(exc)))
+        snapshots = []
+    for vs in snapshots:
+        meta = vs.get("metadata") or {}
+        ns, name = str(meta.get("namespace")), str(meta.get("name"))
+        try:
+            cluster.delete(VOLUME_SNAPSHOT, name, ns)
+        except NotFound:
+            pass
+        except ClusterError as exc:
+            report.errors.append(ItemFailure(f"VolumeSnapshot {ns}/{name}", str(exc)))
+    try:
+        cluster.delete_collection(VOLUME_SNAPSHOT_CONTENT, selector, None)
+    except ClusterError as exc:
+        log.warning("cannot delete snapshot contents", extra={**ctx, "error": str(exc)})
+        report.errors.append(ItemFailure(f"VolumeSnapshotContents of {backup}", str(exc)))
+
+
+def patch_last_synced(cluster: Cluster, name: str, namespace: str, stamp: str) -> None:
+    """Merge-patch ``status.lastSyncedTime``. Velero's BSL CRD has no status subresource, so
+    the main resource takes it; when a CRD has one, the server drops the status part of that
+    patch, and the /status subresource gets it instead."""
+    patch = {"status": {"lastSyncedTime": stamp}}
+    patched = cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch)
+    if (patched.get("status") or {}).get("lastSyncedTime") != stamp:
+        cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch, subresource="status")
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``fn`` over ``items`` on ``workers`` threads, with at most 2*workers in flight, so
+    100,000 backups never mean 100,000 futures. Results come in completion order."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
+        pending: set[Future[R]] = set()
+        for item in items:
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+            pending.add(pool.submit(fn, item))
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in done)
