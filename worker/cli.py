@@ -37,6 +37,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -105,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--request-timeout",
-        type=_non_negative_float,
+        type=_positive_float,
         default=DEFAULTS.request_timeout,
         metavar="SECONDS",
         help=f"timeout of each API and object-store call (default: {DEFAULTS.request_timeout:g})",

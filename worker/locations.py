@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.errors import ConfigError
@@ -26,23 +26,25 @@ def order_default_first(locations: Sequence[Location]) -> list[Location]:
     return list(locations)
 
 
-def sync_period(location: Location, default: timedelta) -> timedelta:
-    """``spec.backupSyncPeriod`` when set and non-negative, else the default.
-
-    Zero means "never sync". Raises ConfigError for an unparsable period.
-    """
+def _configured_period(location: Location, default: timedelta) -> timedelta:
+    """``spec.backupSyncPeriod`` when set, else the default; not yet corrected."""
     raw = (location.get("spec") or {}).get("backupSyncPeriod")
-    if raw is None:
-        return default
-    period = parse_go_duration(str(raw))
-    if period < timedelta(0):
-        return default
-    return period
+    return default if raw is None else parse_go_duration(str(raw))
+
+
+def sync_period(location: Location, default: timedelta) -> timedelta:
+    """The effective period: ``spec.backupSyncPeriod`` when set and non-negative, else the
+    default. Raises ConfigError for an unparsable period."""
+    period = _configured_period(location, default)
+    return default if period < timedelta(0) else period
 
 
 def parse_time(value: str) -> datetime:
-    """RFC 3339 as written by the API server (``2024-01-02T03:04:05Z``)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """RFC 3339 as written by the API server (``2024-01-02T03:04:05Z``). A time without an
+    offset (which the API server's date-time format also accepts) is taken as UTC, so that
+    it compares with aware datetimes instead of raising TypeError."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +56,18 @@ class Due:
 
 
 def due_check(location: Location, default: timedelta, now: datetime, force: bool) -> Due:
-    """Velero's locationFilterFunc: period 0 never syncs (even with --force); otherwise due
-    when never synced or ``now >= lastSyncedTime + period``; --force skips the time check."""
+    """Velero's locationFilterFunc: a period of 0 never syncs (even with --force); a negative
+    one means the default (checked after the zero rule, as Velero does, so a negative
+    period with a zero default syncs every run); due when never synced or
+    ``now >= lastSyncedTime + period``; --force skips the time check."""
     try:
-        period = sync_period(location, default)
+        period = _configured_period(location, default)
     except ConfigError as exc:
         raise ConfigError(f"location {name_of(location)!r}: backupSyncPeriod: {exc}") from exc
     if period == timedelta(0):
         return Due(False, "sync disabled (backupSyncPeriod is 0)")
+    if period < timedelta(0):
+        period = default
     if force:
         return Due(True, "forced")
     last = (location.get("status") or {}).get("lastSyncedTime")

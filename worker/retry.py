@@ -10,7 +10,8 @@ exponential with jitter, capped per wait, in attempts and in total time; a serve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -75,6 +76,8 @@ def error_code(exc: BaseException) -> str | None:
         code = (response.get("Error") or {}).get("Code")
         return str(code) if code is not None else None
     code = getattr(exc, "error_code", None)
+    # azure-storage-blob sets a StorageErrorCode enum, whose str() is "StorageErrorCode.X".
+    code = getattr(code, "value", code)
     return str(code) if code is not None else None
 
 
@@ -112,7 +115,10 @@ _TRANSPORT_ERROR_NAMES = frozenset(
         # azure-core
         "ServiceRequestError",
         "ServiceResponseError",
-        # urllib3 / requests / google-auth
+        # urllib3 / requests / google-auth (requests' ConnectionError and Timeout do not
+        # derive from the builtins; GCS and Azure transports raise them)
+        "ConnectionError",
+        "Timeout",
         "ProtocolError",
         "NewConnectionError",
         "MaxRetryError",
@@ -123,8 +129,34 @@ _TRANSPORT_ERROR_NAMES = frozenset(
 )
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps (causes, contexts, urllib3's ``reason``)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        todo += [current.__cause__, current.__context__]
+        todo += [reason] if isinstance(reason, BaseException) else []
+        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    """A TLS certificate that does not verify: retrying cannot help."""
+    return any(
+        isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+        for e in _chain(exc)
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when trying the same call again may succeed."""
+    if is_certificate_error(exc):
+        return False
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     if any(cls.__name__ in _TRANSPORT_ERROR_NAMES for cls in type(exc).__mro__):
@@ -136,7 +168,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
-    backoff = tenacity.wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait)
+    backoff = tenacity.wait_exponential_jitter(multiplier=policy.initial_wait, max=policy.max_wait)
 
     def wait(state: tenacity.RetryCallState) -> float:
         delay = backoff(state)
@@ -149,8 +181,15 @@ def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     return wait
 
 
-def call(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_POLICY) -> T:
-    """Run ``fn`` with the retry policy; ``what`` names the call in log lines."""
+def call(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = tenacity.nap.sleep,
+) -> T:
+    """Run ``fn`` with the retry policy; ``what`` names the call in log lines. ``sleep`` is
+    how backoff waits (tests pass a fake)."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -162,9 +201,10 @@ def call(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAULT_POLICY
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_attempt(policy.attempts)
-        | tenacity.stop_after_delay(policy.max_seconds),
+        | tenacity.stop_before_delay(policy.max_seconds),
         wait=_wait(policy),
         before_sleep=before_sleep,
+        sleep=sleep,
         reraise=True,
     )
     return retrying(fn)

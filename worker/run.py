@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.cluster import BACKUP_STORAGE_LOCATION, Cluster, KubeCluster, PlanningCluster
-from worker.errors import ClusterError, ConfigError, LocationError
+from worker.errors import ClusterError, ConfigError, LocationError, NotFound
 from worker.locations import due_check, name_of, order_default_first, selected
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
 from worker.settings import Settings
@@ -127,13 +127,18 @@ def _sync_one(
     started = time.monotonic()
     ctx = {"location": report.name}
     target: Cluster = PlanningCluster(cluster) if settings.dry_run else cluster
+
+    def read_secret(name: str, key: str) -> bytes:
+        try:
+            return cluster.read_secret(settings.namespace, name, key)
+        except NotFound:
+            # A missing credential Secret is a configuration error (exit 2), not an outage.
+            raise ConfigError(
+                f"spec.credential: Secret {name!r} not found in namespace {settings.namespace}"
+            ) from None
+
     try:
-        backup_store, store = open_store(
-            location,
-            lambda name, key: cluster.read_secret(settings.namespace, name, key),
-            workdir,
-            settings,
-        )
+        backup_store, store = open_store(location, read_secret, workdir, settings)
     except ConfigError as exc:
         log.error("location configuration error", extra={**ctx, "error": str(exc)})
         report.fail(Outcome.CONFIG_ERROR, str(exc))

@@ -150,6 +150,7 @@ class _BackupSyncer:
         self._options = options
         self._schedules: dict[str, str | None] = {}
         self._schedules_lock = threading.Lock()
+        self._schedule_locks: dict[str, threading.Lock] = {}
 
     def sync(self, name: str) -> BackupOutcome:
         outcome = BackupOutcome(name)
@@ -244,23 +245,29 @@ class _BackupSyncer:
         return kept
 
     def _schedule_uid(self, name: str, ctx: dict[str, str]) -> str | None:
-        """The Schedule's UID, "" on lookup error, None when missing; cached per location."""
+        """The Schedule's UID, "" on lookup error, None when missing; cached per location.
+        One lookup per name even when many workers ask at once (a per-name lock)."""
         with self._schedules_lock:
             if name in self._schedules:
                 return self._schedules[name]
-        uid: str | None
-        try:
-            schedule = self._cluster.get(SCHEDULE, name, self._options.namespace)
-            uid = None if schedule is None else str(schedule["metadata"].get("uid", ""))
-        except ClusterError as exc:
-            log.error(
-                "cannot look up schedule of owner reference; dropping the reference",
-                extra={**ctx, "schedule": name, "error": str(exc)},
-            )
-            uid = ""
-        with self._schedules_lock:
-            self._schedules[name] = uid
-        return uid
+            name_lock = self._schedule_locks.setdefault(name, threading.Lock())
+        with name_lock:
+            with self._schedules_lock:
+                if name in self._schedules:
+                    return self._schedules[name]
+            uid: str | None
+            try:
+                schedule = self._cluster.get(SCHEDULE, name, self._options.namespace)
+                uid = None if schedule is None else str(schedule["metadata"].get("uid", ""))
+            except ClusterError as exc:
+                log.error(
+                    "cannot look up schedule of owner reference; dropping the reference",
+                    extra={**ctx, "schedule": name, "error": str(exc)},
+                )
+                uid = ""
+            with self._schedules_lock:
+                self._schedules[name] = uid
+            return uid
 
     def _pod_volume_backups(
         self, name: str, uid: str, outcome: BackupOutcome, ctx: dict[str, str]
@@ -418,12 +425,19 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     if workers <= 1:
         yield from map(fn, items)
         return
+    iterator = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
         pending: set[Future[R]] = set()
-        for item in items:
+        while True:
+            # Wait for a free slot before taking the next item, so a lazy source is never
+            # read more than 2*workers ahead of the results.
             if len(pending) >= 2 * workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                break
             pending.add(pool.submit(fn, item))
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

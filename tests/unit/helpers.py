@@ -1,0 +1,138 @@
+"""Builders shared by the unit tests: locations, a synced-location harness, a fixed clock."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
+from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
+from worker.report import LocationReport
+from worker.settings import Settings
+from worker.storage.layout import BackupStore
+from worker.sync import SyncOptions, sync_location
+
+Obj = dict[str, Any]
+
+NS = "velero"
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+NOW_STAMP = "2026-03-01T12:00:00Z"
+PAST = "2026-02-01T00:00:00Z"  # before NOW
+FUTURE = "2026-04-01T00:00:00Z"  # after NOW
+
+
+def bsl(
+    name: str,
+    *,
+    default: bool = False,
+    period: str | None = None,
+    last_synced: str | None = None,
+    provider: str = "aws",
+    bucket: str = "bucket",
+    prefix: str = "",
+) -> Obj:
+    """A BackupStorageLocation as the API returns it."""
+    spec: Obj = {"provider": provider, "objectStorage": {"bucket": bucket, "prefix": prefix}}
+    if default:
+        spec["default"] = True
+    if period is not None:
+        spec["backupSyncPeriod"] = period
+    obj: Obj = {
+        "apiVersion": "velero.io/v1",
+        "kind": "BackupStorageLocation",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+    if last_synced is not None:
+        obj["status"] = {"lastSyncedTime": last_synced}
+    return obj
+
+
+def cluster_backup(
+    name: str, location: str | None, phase: str = "Completed", namespace: str = NS
+) -> Obj:
+    """A Backup already in the cluster, labelled (or not) with a location label value."""
+    labels = {} if location is None else {"velero.io/storage-location": location}
+    return {
+        "apiVersion": "velero.io/v1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"storageLocation": location or ""},
+        "status": {"phase": phase},
+    }
+
+
+@dataclass
+class Env:
+    """One location on the fakes: a cluster holding its BSL, and its bucket."""
+
+    location_name: str = "default"
+    prefix: str = ""
+    cluster: FakeCluster = field(default_factory=FakeCluster)
+    store: MemoryStore = field(default_factory=MemoryStore)
+
+    def __post_init__(self) -> None:
+        self.bucket = Bucket(self.store, self.prefix)
+        self.location = self.cluster.add(
+            BACKUP_STORAGE_LOCATION, bsl(self.location_name, prefix=self.prefix)
+        )
+
+    def backup_store(self) -> BackupStore:
+        return BackupStore(self.store, self.prefix)
+
+    def sync(
+        self, *, csi: bool = False, concurrency: int = 1, cluster: Any = None
+    ) -> LocationReport:
+        report = LocationReport(name=self.location_name)
+        options = SyncOptions(namespace=NS, csi=csi, concurrency=concurrency, now=lambda: NOW)
+        sync_location(
+            copy.deepcopy(self.location),
+            self.backup_store(),
+            cluster if cluster is not None else self.cluster,
+            options,
+            report,
+        )
+        return report
+
+    def backups(self) -> dict[str, Obj]:
+        return self.cluster.of(BACKUP, NS)
+
+    def creates(self, plural: str | None = None) -> list[str]:
+        return [
+            name
+            for verb, kind, name in self.cluster.writes
+            if verb == "create" and (plural is None or kind == plural)
+        ]
+
+    def deletes(self, plural: str | None = None) -> list[str]:
+        return [
+            name
+            for verb, kind, name in self.cluster.writes
+            if verb == "delete" and (plural is None or kind == plural)
+        ]
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"namespace": NS, "concurrency": 1}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def opener(stores: dict[str, tuple[MemoryStore, str]]) -> Any:
+    """A run()'s open_store over MemoryStores keyed by location name (prefix per location);
+    records the names it was asked to open in ``opener.opened``."""
+    opened: list[str] = []
+
+    def open_store(
+        location: Obj, read_secret: Any, workdir: Path, settings: Settings
+    ) -> tuple[BackupStore, MemoryStore]:
+        name = location["metadata"]["name"]
+        opened.append(name)
+        memstore, prefix = stores[name]
+        return BackupStore(memstore, prefix), memstore
+
+    open_store.opened = opened  # type: ignore[attr-defined]
+    return open_store

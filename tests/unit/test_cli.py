@@ -1,0 +1,346 @@
+"""The command-line contract of design §2: options, defaults, environment, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from worker import cli
+from worker.report import LocationReport, Outcome, RunReport
+from worker.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """Stands in for worker.run.run and the logging setup; never touches a cluster."""
+
+    def __init__(self, report: RunReport | None = None) -> None:
+        self.settings: list[Settings] = []
+        self.logging: list[tuple[str, str]] = []
+        self.report = report or RunReport(namespace="velero")
+
+    def run(self, settings: Settings) -> RunReport:
+        self.settings.append(settings)
+        self.report.namespace = settings.namespace
+        return self.report
+
+    def configure(self, level: str, fmt: str) -> None:
+        self.logging.append((level, fmt))
+
+
+@pytest.fixture
+def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    monkeypatch.setattr(cli, "run", recorder.run)
+    monkeypatch.setattr(cli, "configure_logging", recorder.configure)
+    monkeypatch.setattr(cli, "pod_namespace", lambda: None)
+    monkeypatch.delenv("VELERO_NAMESPACE", raising=False)
+    return recorder
+
+
+def parsed(rec: Recorder, *argv: str) -> Settings:
+    assert cli.main(list(argv)) == 0
+    assert len(rec.settings) == 1
+    return rec.settings[0]
+
+
+# -- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults(rec: Recorder) -> None:
+    s = parsed(rec)
+    assert s.namespace == "velero"
+    assert s.kubeconfig is None
+    assert s.context is None
+    assert s.default_sync_period == timedelta(minutes=1)
+    assert s.features == frozenset()
+    assert s.csi_enabled is False
+    assert s.locations == frozenset()
+    assert s.force is False
+    assert s.dry_run is False
+    assert s.concurrency == 16
+    assert s.kube_qps == 50.0
+    assert s.kube_burst == 100
+    assert s.log_level == "info"
+    assert s.log_format == "text"
+    assert rec.logging == [("info", "text")]
+
+
+def test_parser_defaults_match_the_contract() -> None:
+    args = cli.build_parser().parse_args([])
+    assert args.namespace is None
+    assert args.kubeconfig is None
+    assert args.context is None
+    assert args.default_backup_sync_period == "1m"
+    assert args.features == ""
+    assert args.location == []
+    assert args.force is False
+    assert args.dry_run is False
+    assert args.log_level == "info"
+    assert args.log_format == "text"
+
+
+# -- every option -------------------------------------------------------------------------------
+
+
+def test_every_option(rec: Recorder) -> None:
+    s = parsed(
+        rec,
+        "--namespace",
+        "backup-ns",
+        "--kubeconfig",
+        "/tmp/kc",
+        "--context",
+        "prod",
+        "--default-backup-sync-period",
+        "1h30m",
+        "--features",
+        "EnableCSI",
+        "--location",
+        "a",
+        "--location",
+        "b",
+        "--force",
+        "--dry-run",
+        "--concurrency",
+        "3",
+        "--kube-qps",
+        "2.5",
+        "--kube-burst",
+        "7",
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+    )
+    assert s.namespace == "backup-ns"
+    assert s.kubeconfig == "/tmp/kc"
+    assert s.context == "prod"
+    assert s.default_sync_period == timedelta(hours=1, minutes=30)
+    assert s.features == frozenset({"EnableCSI"})
+    assert s.csi_enabled is True
+    assert s.locations == frozenset({"a", "b"})
+    assert s.force is True
+    assert s.dry_run is True
+    assert s.concurrency == 3
+    assert s.kube_qps == 2.5
+    assert s.kube_burst == 7
+    assert s.log_level == "debug"
+    assert s.log_format == "json"
+    assert rec.logging == [("debug", "json")]
+
+
+def test_retry_and_timeout_options(rec: Recorder) -> None:
+    s = parsed(rec, "--request-timeout", "5", "--retry-attempts", "2", "--retry-max-seconds", "9.5")
+    assert s.request_timeout == 5.0
+    assert s.retry.attempts == 2
+    assert s.retry.max_seconds == 9.5
+
+
+@pytest.mark.parametrize("period", ["0", "0s", "500ms", "1m0s"])
+def test_go_durations_accepted(rec: Recorder, period: str) -> None:
+    s = parsed(rec, "--default-backup-sync-period", period)
+    assert (
+        s.default_sync_period
+        == {
+            "0": timedelta(0),
+            "0s": timedelta(0),
+            "500ms": timedelta(milliseconds=500),
+            "1m0s": timedelta(minutes=1),
+        }[period]
+    )
+
+
+# -- namespace resolution ----------------------------------------------------------------------
+
+
+def test_namespace_from_env(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELERO_NAMESPACE", "from-env")
+    monkeypatch.setattr(cli, "pod_namespace", lambda: "from-pod")
+    assert parsed(rec).namespace == "from-env"
+
+
+def test_namespace_flag_beats_env(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELERO_NAMESPACE", "from-env")
+    assert parsed(rec, "--namespace", "from-flag").namespace == "from-flag"
+
+
+def test_namespace_from_pod(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "pod_namespace", lambda: "from-pod")
+    assert parsed(rec).namespace == "from-pod"
+
+
+# -- usage errors: exit 2 -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("period", ["1", "m", "1x", "", "1m-1s"])
+def test_invalid_duration_exit_2(
+    rec: Recorder, capsys: pytest.CaptureFixture[str], period: str
+) -> None:
+    assert cli.main(["--default-backup-sync-period", period]) == 2
+    assert rec.settings == []
+    err = capsys.readouterr().err
+    assert "invalid duration" in err
+
+
+@pytest.mark.parametrize("features", ["EnableFoo", "EnableCSI,Bogus"])
+def test_bad_features_exit_2(
+    rec: Recorder, capsys: pytest.CaptureFixture[str], features: str
+) -> None:
+    assert cli.main(["--features", features]) == 2
+    assert rec.settings == []
+    assert "unknown feature" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--concurrency", "0"],
+        ["--concurrency", "many"],
+        ["--kube-qps", "-1"],
+        ["--kube-burst", "0"],
+        ["--log-level", "trace"],
+        ["--log-format", "yaml"],
+        ["--retry-attempts", "0"],
+        ["--request-timeout", "0"],
+        ["--no-such-flag"],
+        ["positional"],
+    ],
+)
+def test_argparse_usage_errors_exit_2(rec: Recorder, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert rec.settings == []
+
+
+def test_help_mentions_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes:" in out
+    for line in ("  0  every due location synced", "  1  a location failed", "  2  usage"):
+        assert line in out
+    assert "  3  every location synced but some items" in out
+    for option in (
+        "--namespace",
+        "--kubeconfig",
+        "--context",
+        "--default-backup-sync-period",
+        "--features",
+        "--location",
+        "--force",
+        "--dry-run",
+        "--concurrency",
+        "--kube-qps",
+        "--kube-burst",
+        "--log-level",
+        "--log-format",
+    ):
+        assert option in out
+
+
+# -- exit code and summary output --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "errors", "code"),
+    [
+        (Outcome.SYNCED, False, 0),
+        (Outcome.NOT_DUE, False, 0),
+        (Outcome.DISABLED, False, 0),
+        (Outcome.FAILED, False, 1),
+        (Outcome.CONFIG_ERROR, False, 2),
+        (Outcome.SYNCED, True, 3),
+    ],
+)
+def test_main_returns_the_report_exit_code(
+    monkeypatch: pytest.MonkeyPatch, outcome: Outcome, errors: bool, code: int
+) -> None:
+    from worker.report import ItemFailure
+
+    loc = LocationReport(name="a", outcome=outcome)
+    if errors:
+        loc.errors.append(ItemFailure("Backup velero/x", "bad"))
+    rec = Recorder(RunReport(namespace="velero", locations=[loc]))
+    monkeypatch.setattr(cli, "run", rec.run)
+    monkeypatch.setattr(cli, "configure_logging", rec.configure)
+    assert cli.main(["--namespace", "velero"]) == code
+
+
+def test_main_prints_text_summary(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
+    rec.report.locations.append(LocationReport(name="a", listed=3, created=2))
+    cli.main([])
+    out = capsys.readouterr().out
+    assert out.startswith("backup-sync summary for namespace velero\n")
+    assert "location a: synced: listed 3, in cluster 0, created 2," in out
+
+
+def test_main_prints_json_summary(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
+    rec.report.locations.append(LocationReport(name="a", listed=3, created=2))
+    cli.main(["--log-format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["locations"][0]["location"] == "a"
+    assert doc["locations"][0]["created"] == 2
+    assert doc["exitCode"] == 0
+
+
+# -- the real entry points, as subprocesses --------------------------------------------------------
+
+
+def run_cli(
+    *argv: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "KUBECONFIG": "/nonexistent/kc"}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_module_entry_point_usage_error_exit_2() -> None:
+    result = run_cli("--default-backup-sync-period", "1x")
+    assert result.returncode == 2
+    assert "invalid duration" in result.stderr
+
+
+def test_module_entry_point_unusable_kubeconfig_exit_2() -> None:
+    result = run_cli("--log-format", "json")
+    assert result.returncode == 2
+    doc = json.loads(result.stdout)
+    assert doc["exitCode"] == 2
+    assert "Kubernetes client configuration" in doc["error"]
+
+
+def test_console_script_declared() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("backup-sync") == "worker.cli:main"
+
+
+def test_console_script_runs_main() -> None:
+    script = Path(sys.executable).parent / "backup-sync"
+    assert script.exists()
+    # PYTHONPATH: the venv's editable-install finder may predate the worker package.
+    result = subprocess.run(
+        [str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exit codes:" in result.stdout

@@ -1,0 +1,273 @@
+"""Velero's bucket layout and the capped, validated reads: worker.storage.layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+import pytest
+
+from tests.unit.fakes import Bucket, MemoryStore, gz, stored_backup, stored_pvb
+from worker.errors import ItemError, ObjectTooLarge
+from worker.storage import layout
+from worker.storage.layout import BackupStore, gunzip
+
+
+def make(prefix: str = "") -> tuple[MemoryStore, Bucket, BackupStore]:
+    store = MemoryStore()
+    return store, Bucket(store, prefix), BackupStore(store, prefix)
+
+
+# -- keys and listing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "root"), [("", ""), ("velero", "velero/"), ("/a/b/", "a/b/"), ("a/b", "a/b/")]
+)
+def test_keys(prefix: str, root: str) -> None:
+    bs = BackupStore(MemoryStore(), prefix)
+    assert bs.backups_dir == f"{root}backups/"
+    assert bs.metadata_key("n") == f"{root}backups/n/velero-backup.json"
+
+
+def test_list_backups_uses_common_prefixes_under_prefix() -> None:
+    store, bucket, bs = make("team/velero")
+    bucket.put_backup("b1")
+    bucket.put_backup("b2")
+    bucket.put_raw("b3", "b3-logs.gz", b"x")  # a folder without metadata is still listed
+    store.objects["team/velero/restores/r1/restore-r1-logs.gz"] = b"x"
+    store.objects["other/backups/b9/velero-backup.json"] = b"{}"
+    store.objects["team/velero/backups/stray-file"] = b"x"  # not a folder
+    assert sorted(bs.list_backups()) == ["b1", "b2", "b3"]
+
+
+def test_list_backups_is_lazy() -> None:
+    _, bucket, bs = make()
+    bucket.put_backup("b1")
+    listing = bs.list_backups()
+    assert next(listing) == "b1"
+
+
+# -- velero-backup.json ----------------------------------------------------------------------
+
+
+def test_backup_metadata_decodes_one_get() -> None:
+    store, bucket, bs = make("p")
+    bucket.put_backup(stored_backup("b1"))
+    assert bs.backup_metadata("b1") == stored_backup("b1")
+    assert store.gets == ["p/backups/b1/velero-backup.json"]
+
+
+def test_missing_metadata_is_none() -> None:
+    store, _, bs = make()
+    assert bs.backup_metadata("nope") is None
+    assert store.gets == ["backups/nope/velero-backup.json"]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b"null", "expected a JSON object, got NoneType"),
+        (b'"Backup"', "expected a JSON object, got str"),
+    ],
+)
+def test_corrupt_metadata_is_item_error_naming_the_key(data: bytes, match: str) -> None:
+    _, bucket, bs = make()
+    bucket.put_raw("b1", "velero-backup.json", data)
+    with pytest.raises(ItemError, match=match) as info:
+        bs.backup_metadata("b1")
+    assert "backups/b1/velero-backup.json" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind"),
+    [
+        ("velero.io/v2", "Backup"),
+        ("v1", "Backup"),
+        ("velero.io/v1", "Restore"),
+        ("velero.io/v1", "backup"),
+        (None, "Backup"),
+        ("velero.io/v1", None),
+    ],
+)
+def test_wrong_kind_or_api_version_is_item_error(api_version: str | None, kind: str | None) -> None:
+    _, bucket, bs = make()
+    obj = stored_backup("b1")
+    obj["apiVersion"] = api_version
+    obj["kind"] = kind
+    bucket.put_raw("b1", "velero-backup.json", json.dumps(obj).encode())
+    with pytest.raises(ItemError, match=r"expected apiVersion velero\.io/v1 kind Backup"):
+        bs.backup_metadata("b1")
+
+
+@pytest.mark.parametrize("metadata", [None, "b1", ["b1"]])
+def test_metadata_not_an_object_is_item_error(metadata: object) -> None:
+    _, bucket, bs = make()
+    obj = stored_backup("b1")
+    obj["metadata"] = metadata
+    bucket.put_raw("b1", "velero-backup.json", json.dumps(obj).encode())
+    with pytest.raises(ItemError, match="metadata is missing"):
+        bs.backup_metadata("b1")
+
+
+def test_metadata_read_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, bucket, bs = make()
+    bucket.put_backup(stored_backup("b1"))
+    size = len(bucket.store.objects[bucket.key("b1", "velero-backup.json")])
+    monkeypatch.setattr(layout, "MAX_METADATA_BYTES", size - 1)
+    with pytest.raises(ObjectTooLarge):
+        bs.backup_metadata("b1")
+    monkeypatch.setattr(layout, "MAX_METADATA_BYTES", size)
+    assert bs.backup_metadata("b1") is not None
+
+
+def test_metadata_cap_passed_to_store() -> None:
+    class Spy(MemoryStore):
+        caps: list[int]
+
+        def get(self, key: str, max_bytes: int) -> bytes | None:
+            self.caps = [*getattr(self, "caps", []), max_bytes]
+            return super().get(key, max_bytes)
+
+    spy = Spy()
+    Bucket(spy).put_backup("b1", pvbs=[])
+    bs = BackupStore(spy, "")
+    bs.backup_metadata("b1")
+    bs.pod_volume_backups("b1")
+    assert spy.caps == [layout.MAX_METADATA_BYTES, layout.MAX_GZIP_BYTES]
+
+
+# -- gzip'd lists ---------------------------------------------------------------------------------
+
+
+def test_pod_volume_backups_decoded() -> None:
+    store, bucket, bs = make("p")
+    pvbs = [stored_pvb("a", "b1"), stored_pvb("b", "b1")]
+    bucket.put_backup("b1", pvbs=pvbs)
+    assert bs.pod_volume_backups("b1") == pvbs
+    assert store.gets == ["p/backups/b1/b1-podvolumebackups.json.gz"]
+
+
+def test_csi_keys() -> None:
+    store, bucket, bs = make()
+    bucket.put_backup("b1", vsclasses=[], vscontents=[])
+    assert bs.csi_volume_snapshot_classes("b1") == []
+    assert bs.csi_volume_snapshot_contents("b1") == []
+    assert store.gets == [
+        "backups/b1/b1-csi-volumesnapshotclasses.json.gz",
+        "backups/b1/b1-csi-volumesnapshotcontents.json.gz",
+    ]
+
+
+def test_absent_list_is_empty() -> None:
+    _, _, bs = make()
+    assert bs.pod_volume_backups("b1") == []
+
+
+def test_null_list_is_empty() -> None:
+    _, bucket, bs = make()
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip.compress(b"null\n"))
+    assert bs.pod_volume_backups("b1") == []
+
+
+def test_only_first_json_value_counts() -> None:
+    _, bucket, bs = make()
+    pvb = stored_pvb("a", "b1")
+    data = gzip.compress((json.dumps([pvb]) + "\n" + "trailing garbage").encode())
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", data)
+    assert bs.pod_volume_backups("b1") == [pvb]
+
+
+def test_multi_member_gzip_is_read_whole() -> None:
+    _, bucket, bs = make()
+    pvb = stored_pvb("a", "b1")
+    text = json.dumps([pvb]).encode()
+    data = gzip.compress(text[:10]) + gzip.compress(text[10:])
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", data)
+    assert bs.pod_volume_backups("b1") == [pvb]
+
+
+def valid_pvb_gz() -> bytes:
+    return gz([stored_pvb("a", "b1")])
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"this is not gzip at all", "not valid gzip"),
+        (valid_pvb_gz()[:-12], "truncated gzip"),
+        (valid_pvb_gz()[:5], "truncated gzip"),
+        (valid_pvb_gz() + b"junk-after-member", "not valid gzip"),
+        (gz({"items": []}), "expected a JSON list, got dict"),
+        (gz("text"), "expected a JSON list, got str"),
+        (gz(42), "expected a JSON list, got int"),
+        (gzip.compress(b"[{"), "not valid JSON"),
+        (gzip.compress(b"\xff\xfe"), "not valid JSON"),
+        (gzip.compress(b""), "not valid JSON"),
+        (gz([1]), "item 0 is not an object with metadata"),
+        (gz([{"metadata": {"name": "a"}}, {"kind": "X"}]), "item 1 is not an object with metadata"),
+        (gz([{"metadata": "a"}]), "item 0 is not an object with metadata"),
+    ],
+)
+def test_corrupt_pod_volume_backups_are_item_errors(data: bytes, match: str) -> None:
+    _, bucket, bs = make()
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", data)
+    with pytest.raises(ItemError, match=match) as info:
+        bs.pod_volume_backups("b1")
+    assert "backups/b1/b1-podvolumebackups.json.gz" in str(info.value)
+
+
+def test_compressed_object_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, bucket, bs = make()
+    data = valid_pvb_gz()
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", data)
+    monkeypatch.setattr(layout, "MAX_GZIP_BYTES", len(data) - 1)
+    with pytest.raises(ObjectTooLarge):
+        bs.pod_volume_backups("b1")
+
+
+def test_gzip_bomb_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = 64 * 1024
+    monkeypatch.setattr(layout, "MAX_DECOMPRESSED_BYTES", limit)
+    bomb = gzip.compress(b"[" + b" " * (50 * limit) + b"]")  # inflates to 50x the limit
+    assert len(bomb) < limit // 8
+    _, bucket, bs = make()
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", bomb)
+
+    inflated: list[int] = []
+    real = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._d = real(*args, **kwargs)  # type: ignore[arg-type]
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            out = self._d.decompress(data, max_length)
+            inflated.append(len(out))
+            return out
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._d, name)
+
+    monkeypatch.setattr(layout.zlib, "decompressobj", Counting)
+    with pytest.raises(ItemError, match=f"decompresses to more than {limit} bytes"):
+        bs.pod_volume_backups("b1")
+    assert sum(inflated) <= limit + 1  # never inflated (much) beyond the limit
+
+
+def test_gzip_bomb_across_members_is_bounded() -> None:
+    member = gzip.compress(b" " * 600)
+    with pytest.raises(ItemError, match="more than 1000 bytes"):
+        gunzip(member * 2, 1000, "k")
+    assert gunzip(member, 1000, "k") == b" " * 600
+
+
+def test_gunzip_exactly_at_limit_is_fine() -> None:
+    assert gunzip(gzip.compress(b"x" * 100), 100, "k") == b"x" * 100
+    with pytest.raises(ItemError, match="more than 99 bytes"):
+        gunzip(gzip.compress(b"x" * 100), 99, "k")

@@ -1,0 +1,332 @@
+"""Deleting Backups whose folder is gone from the store (Velero's deleteOrphanedBackups)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from tests.unit.fakes import FakeCluster
+from tests.unit.helpers import NS, Env, cluster_backup
+from worker.cluster import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Kind
+from worker.errors import ClusterError, NotFound
+from worker.report import ItemFailure
+from worker.sync import ClusterBackup, orphans_of
+
+Obj = dict[str, Any]
+
+LONG = "primary-backup-storage-location-in-the-eu-west-1-region-of-aws-cloud"
+LONG_LABEL = LONG[:57] + hashlib.sha256(LONG.encode()).hexdigest()[:6]
+
+
+def volume_snapshot(name: str, namespace: str, backup_label: str) -> Obj:
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"velero.io/backup-name": backup_label},
+        },
+    }
+
+
+def snapshot_content(name: str, backup_label: str) -> Obj:
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": name, "labels": {"velero.io/backup-name": backup_label}},
+    }
+
+
+# -- the pure rule --------------------------------------------------------------------------------
+
+
+def test_orphans_of_rule() -> None:
+    existing = [
+        ClusterBackup("done", "loc", "Completed"),
+        ClusterBackup("partial", "loc", "PartiallyFailed"),
+        ClusterBackup("in-store", "loc", "Completed"),
+        ClusterBackup("failed", "loc", "Failed"),
+        ClusterBackup("running", "loc", "InProgress"),
+        ClusterBackup("deleting", "loc", "Deleting"),
+        ClusterBackup("new", "loc", "New"),
+        ClusterBackup("nophase", "loc", ""),
+        ClusterBackup("elsewhere", "other", "Completed"),
+        ClusterBackup("unlabelled", None, "Completed"),
+    ]
+    assert orphans_of("loc", existing, {"in-store"}) == ["done", "partial"]
+
+
+def test_orphans_of_long_location_uses_valid_label() -> None:
+    existing = [
+        ClusterBackup("hashed", LONG_LABEL, "Completed"),
+        ClusterBackup("raw", LONG, "Completed"),  # a label can never hold this, but be exact
+        ClusterBackup("truncated", LONG[:63], "Completed"),
+    ]
+    assert orphans_of(LONG, existing, set()) == ["hashed"]
+
+
+# -- through sync_location -------------------------------------------------------------------------
+
+
+def test_orphan_deleted() -> None:
+    env = Env()
+    env.bucket.put_backup("kept")
+    env.cluster.add(BACKUP, cluster_backup("kept", "default"))
+    env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
+    env.cluster.add(BACKUP, cluster_backup("orphan-pf", "default", phase="PartiallyFailed"))
+
+    report = env.sync()
+
+    assert sorted(env.deletes("backups")) == ["orphan", "orphan-pf"]
+    assert set(env.backups()) == {"kept"}
+    assert report.orphans_deleted == 2
+    assert report.errors == []
+
+
+@pytest.mark.parametrize(
+    "phase", ["InProgress", "Failed", "Deleting", "New", "FailedValidation", "Finalizing", ""]
+)
+def test_orphan_with_other_phase_kept(phase: str) -> None:
+    env = Env()
+    env.cluster.add(BACKUP, cluster_backup("b", "default", phase=phase))
+
+    report = env.sync()
+
+    assert env.deletes() == []
+    assert "b" in env.backups()
+    assert report.orphans_deleted == 0
+
+
+def test_backup_of_other_location_kept() -> None:
+    env = Env()
+    env.cluster.add(BACKUP, cluster_backup("b", "secondary"))
+    env.cluster.add(BACKUP, cluster_backup("unlabelled", None))
+
+    env.sync()
+
+    assert env.deletes() == []
+    assert set(env.backups()) == {"b", "unlabelled"}
+
+
+def test_backup_present_in_store_kept() -> None:
+    env = Env()
+    env.bucket.put_backup("b")
+    env.cluster.add(BACKUP, cluster_backup("b", "default"))
+
+    env.sync()
+
+    assert env.deletes() == []
+
+
+def test_backup_present_in_store_without_metadata_kept() -> None:
+    # The folder is listed, so the backup is not an orphan even if its metadata is gone.
+    env = Env()
+    env.bucket.put_raw("b", "b-logs.gz", b"x")
+    env.cluster.add(BACKUP, cluster_backup("b", "default"))
+
+    env.sync()
+
+    assert env.deletes() == []
+
+
+def test_backup_in_other_namespace_never_touched() -> None:
+    env = Env()
+    env.cluster.add(BACKUP, cluster_backup("b", "default", namespace="other-ns"))
+
+    env.sync()
+
+    assert env.deletes() == []
+
+
+def test_long_location_name_orphans_selected_by_hashed_label() -> None:
+    env = Env(location_name=LONG)
+    env.cluster.add(BACKUP, cluster_backup("orphan", LONG_LABEL))
+    env.cluster.add(BACKUP, cluster_backup("not-ours", LONG[:63]))
+
+    env.sync()
+
+    assert env.deletes() == ["orphan"]
+
+
+class FirstListFails(FakeCluster):
+    def __init__(self) -> None:
+        super().__init__()
+        self.selectors: list[str | None] = []
+
+    def list(self, kind: Kind, namespace: str | None, label_selector: str | None = None) -> Any:
+        if kind is BACKUP:
+            self.selectors.append(label_selector)
+            if label_selector is None:
+                raise ClusterError("list backups: 500", 500)
+        return super().list(kind, namespace, label_selector)
+
+
+def test_long_location_name_relist_uses_hashed_label_selector() -> None:
+    env = Env(location_name=LONG, cluster=FirstListFails())
+    env.cluster.add(BACKUP, cluster_backup("orphan", LONG_LABEL))
+
+    env.sync()
+
+    assert env.cluster.selectors == [None, f"velero.io/storage-location={LONG_LABEL}"]
+    assert env.deletes() == ["orphan"]
+
+
+def test_orphan_delete_not_found_is_not_an_error() -> None:
+    env = Env()
+    env.cluster.add(BACKUP, cluster_backup("gone", "default"))
+    env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
+    env.cluster.fail_on[("delete", "gone")] = NotFound("gone", 404)
+
+    report = env.sync(csi=True)
+
+    assert report.errors == []
+    assert env.deletes("backups") == ["orphan"]
+    assert report.orphans_deleted == 1
+    # nothing CSI-related for a backup someone else deleted
+    assert env.cluster.calls.count(("list", "volumesnapshots")) == 1
+
+
+def test_orphan_delete_error_reported_others_deleted() -> None:
+    env = Env()
+    env.cluster.add(BACKUP, cluster_backup("a", "default"))
+    env.cluster.add(BACKUP, cluster_backup("b", "default"))
+    env.cluster.fail_on[("delete", "a")] = ClusterError("delete: 500", 500)
+
+    report = env.sync()
+
+    assert env.deletes() == ["b"]
+    assert report.orphans_deleted == 1
+    assert report.errors == [ItemFailure(f"Backup {NS}/a", "delete: 500")]
+    assert report.status_patched is True
+
+
+# -- CSI cleanup after orphan deletes -----------------------------------------------------------
+
+
+def csi_env(backup: str = "orphan") -> Env:
+    """An orphan Backup with two VolumeSnapshots (two namespaces) and a content, plus
+    snapshot objects of another backup that must survive."""
+    env = Env()
+    env.cluster.add(BACKUP, cluster_backup(backup, "default"))
+    label = backup
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-a", "app-a", label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-b", "app-b", label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-other", "app-a", "other-backup"))
+    env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-1", label))
+    env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-other", "other-backup"))
+    return env
+
+
+def test_csi_snapshots_deleted_after_orphan_delete() -> None:
+    env = csi_env()
+
+    report = env.sync(csi=True)
+
+    assert env.deletes("backups") == ["orphan"]
+    assert sorted(env.deletes("volumesnapshots")) == ["vs-a", "vs-b"]
+    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+    assert set(env.cluster.of(VOLUME_SNAPSHOT)) == {"vs-other"}
+    assert set(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == {"vsc-other"}
+    assert report.errors == []
+
+
+def test_csi_snapshots_untouched_without_csi_feature() -> None:
+    env = csi_env()
+
+    env.sync(csi=False)
+
+    assert env.deletes() == ["orphan"]
+    assert len(env.cluster.of(VOLUME_SNAPSHOT)) == 3
+    assert not [c for c in env.cluster.calls if c[1].startswith("volumesnapshot")]
+
+
+def test_csi_snapshots_kept_when_orphan_delete_failed() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("delete", "orphan")] = ClusterError("delete: 500", 500)
+
+    report = env.sync(csi=True)
+
+    assert env.deletes() == []
+    assert len(env.cluster.of(VOLUME_SNAPSHOT)) == 3
+    assert len(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == 2
+    assert not [c for c in env.cluster.calls if c[1].startswith("volumesnapshot")]
+    assert [e.object for e in report.errors] == [f"Backup {NS}/orphan"]
+
+
+class SelectorRecorder(FakeCluster):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str | None, str | None]] = []
+
+    def list(self, kind: Kind, namespace: str | None, label_selector: str | None = None) -> Any:
+        self.seen.append((kind.plural, namespace, label_selector))
+        return super().list(kind, namespace, label_selector)
+
+    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
+        self.seen.append(("deletecollection " + kind.plural, namespace, label_selector))
+        super().delete_collection(kind, label_selector, namespace)
+
+
+def test_csi_cleanup_uses_valid_label_of_long_backup_name_all_namespaces() -> None:
+    name = "b" * 70
+    label = "b" * 57 + hashlib.sha256(name.encode()).hexdigest()[:6]
+    env = Env(cluster=SelectorRecorder())
+    env.cluster.add(BACKUP, cluster_backup(name, "default"))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-1", "ns-1", label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-2", "ns-2", label))
+    env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-1", label))
+
+    env.sync(csi=True)
+
+    selector = f"velero.io/backup-name={label}"
+    assert ("volumesnapshots", None, selector) in env.cluster.seen
+    assert ("deletecollection volumesnapshotcontents", None, selector) in env.cluster.seen
+    assert sorted(env.deletes("volumesnapshots")) == ["vs-1", "vs-2"]
+    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+
+
+def test_csi_snapshot_delete_not_found_is_not_an_error() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("delete", "vs-a")] = NotFound("vs-a", 404)
+
+    report = env.sync(csi=True)
+
+    assert report.errors == []
+    assert env.deletes("volumesnapshots") == ["vs-b"]
+    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+
+
+def test_csi_snapshot_delete_error_reported_contents_still_deleted() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("delete", "vs-a")] = ClusterError("500", 500)
+
+    report = env.sync(csi=True)
+
+    assert report.errors == [ItemFailure("VolumeSnapshot app-a/vs-a", "500")]
+    assert env.deletes("volumesnapshots") == ["vs-b"]
+    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+
+
+def test_csi_snapshot_list_error_reported_contents_still_deleted() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("list", "volumesnapshots")] = ClusterError("list vs: 500", 500)
+
+    report = env.sync(csi=True)
+
+    assert report.errors == [ItemFailure("VolumeSnapshots of orphan", "list vs: 500")]
+    assert env.deletes("volumesnapshots") == []
+    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+
+
+def test_csi_content_collection_delete_error_reported() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("deletecollection", "volumesnapshotcontents")] = ClusterError("x", 500)
+
+    report = env.sync(csi=True)
+
+    assert report.errors == [ItemFailure("VolumeSnapshotContents of orphan", "x")]
+    assert sorted(env.deletes("volumesnapshots")) == ["vs-a", "vs-b"]
+    assert report.orphans_deleted == 1
