@@ -9,7 +9,6 @@ that fails. Under ``CI=true`` nothing is built here and a missing binary is a ha
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +17,14 @@ from typing import Any
 import pytest
 
 from harness.controlplane import BinariesNotFound, ControlPlane, resolve_bin_dir
+from tests.conftest import in_ci
 
 _binaries: dict[str, Any] = {}
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def _resolve_binaries() -> None:
     try:
-        _binaries["dir"] = resolve_bin_dir(build=not _in_ci())
+        _binaries["dir"] = resolve_bin_dir(build=not in_ci())
     except BinariesNotFound as exc:
         _binaries["error"] = exc
 
@@ -45,7 +41,7 @@ def _bin_dir() -> Path:
     if "dir" in _binaries:
         return Path(_binaries["dir"])
     message = f"Kubernetes control plane binaries unavailable: {_binaries['error']}"
-    if _in_ci():
+    if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 

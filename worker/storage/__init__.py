@@ -76,6 +76,22 @@ def validate_config_keys(provider: str, config: Mapping[str, str]) -> None:
         raise ConfigError(f"config has invalid keys {invalid}; valid keys are {sorted(valid)}")
 
 
+# Go's strconv.ParseBool spellings: Velero's plugins parse their boolean keys with it.
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_bool(config: Mapping[str, str], key: str) -> bool:
+    """A boolean config value as the plugins read it: absent or "" is false, otherwise
+    Go's ``strconv.ParseBool``; anything else is a ConfigError."""
+    value = config.get(key, "")
+    if value == "" or value in _GO_FALSE:
+        return False
+    if value in _GO_TRUE:
+        return True
+    raise ConfigError(f"could not parse {key} (expected bool: true/false/1/0/t/f): {value[:40]!r}")
+
+
 def open_store(settings: StoreSettings) -> ObjectStore:
     """Open the bucket with the provider named in ``settings``. Raises ConfigError or
     StoreError."""

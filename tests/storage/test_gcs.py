@@ -1,0 +1,367 @@
+"""GCS provider against fake-gcs-server (and two tiny local HTTP stubs), through
+google-cloud-storage.
+
+fake-gcs-server neither paginates common prefixes nor checks credentials, so two stubs fill
+the gaps: a JSON-API listing endpoint that pages (and fails once, to test resuming), and an
+OAuth token endpoint that a service-account key really exchanges a signed JWT with.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import google.auth
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from google.auth import compute_engine
+
+from harness.objectstores import FakeGCS
+from tests.storage.conftest import FAST_RETRY
+from worker.errors import ConfigError, ObjectTooLarge, StoreError
+from worker.storage import ObjectStore, StoreSettings, open_store
+from worker.storage.credentials import ca_bundle
+from worker.storage.gcs import READ_WRITE_SCOPE
+
+
+def settings(endpoint: str, bucket: str, **kwargs: Any) -> StoreSettings:
+    config = {"storeEndpoint": endpoint, **kwargs.pop("config", {})}
+    args: dict[str, Any] = {"page_size": 1, "timeout": 5.0, "retry": FAST_RETRY, **kwargs}
+    return StoreSettings(provider="gcp", bucket=bucket, config=config, **args)
+
+
+@pytest.fixture
+def emulator_env(fake_gcs: FakeGCS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's emulator convention: anonymous credentials, no ADC lookup."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.endpoint)
+
+
+@pytest.fixture
+def bucket(fake_gcs: FakeGCS, bucket_name: str) -> str:
+    fake_gcs.create_bucket(bucket_name)
+    return bucket_name
+
+
+@pytest.fixture
+def store(fake_gcs: FakeGCS, bucket: str, emulator_env: None) -> Iterator[ObjectStore]:
+    opened = open_store(settings(fake_gcs.endpoint, bucket))
+    yield opened
+    opened.close()
+
+
+def sent_requests(store: ObjectStore) -> list[Any]:
+    """Record every request the store's HTTP session completes."""
+    seen: list[Any] = []
+    session = store._client._http  # type: ignore[attr-defined]
+    session.hooks["response"].append(lambda response, *a, **k: seen.append(response.request))
+    return seen
+
+
+def test_lists_common_prefixes(fake_gcs: FakeGCS, bucket: str, store: ObjectStore) -> None:
+    for name in ("b1", "b2", "b3"):
+        fake_gcs.put(bucket, f"velero/backups/{name}/velero-backup.json", b"{}")
+    fake_gcs.put(bucket, "velero/backups/stray-file", b"x")
+    fake_gcs.put(bucket, "other/x", b"x")
+    requests = sent_requests(store)
+
+    assert list(store.list_common_prefixes("velero/backups/", "/")) == [
+        "velero/backups/b1/",
+        "velero/backups/b2/",
+        "velero/backups/b3/",
+    ]
+    assert "maxResults=1" in requests[0].url
+    assert list(store.list_common_prefixes("", "/")) == ["other/", "velero/"]
+    assert list(store.list_common_prefixes("nothing/", "/")) == []
+
+
+def test_get_returns_bytes_and_none_when_absent(
+    fake_gcs: FakeGCS, bucket: str, store: ObjectStore
+) -> None:
+    payload = gzip.compress(b'[{"kind": "PodVolumeBackup"}]\n')
+    fake_gcs.put(bucket, "backups/b1/b1-podvolumebackups.json.gz", payload)
+    fake_gcs.put(bucket, "empty", b"")
+    requests = sent_requests(store)
+
+    assert store.get("backups/b1/b1-podvolumebackups.json.gz", 1024) == payload
+    assert store.get("backups/b1/missing.json", 1024) is None
+    assert store.get("empty", 1024) == b""
+    assert len(requests) == 3  # one round trip each, no metadata lookups
+
+
+def test_missing_bucket_reads_as_absent(fake_gcs: FakeGCS, emulator_env: None) -> None:
+    store = open_store(settings(fake_gcs.endpoint, "no-such-bucket"))
+    assert store.get("backups/b1/velero-backup.json", 10) is None
+
+
+def test_get_enforces_the_size_cap(fake_gcs: FakeGCS, bucket: str, store: ObjectStore) -> None:
+    fake_gcs.put(bucket, "big", b"x" * 100_000)
+    assert store.get("big", 100_000) == b"x" * 100_000
+    with pytest.raises(ObjectTooLarge, match=r"gs://.*/big.*99999"):
+        store.get("big", 99_999)
+
+
+def test_emulator_host_alone_is_enough(fake_gcs: FakeGCS, bucket: str, emulator_env: None) -> None:
+    fake_gcs.put(bucket, "backups/b1/velero-backup.json", b"{}")
+    store = open_store(StoreSettings(provider="gcp", bucket=bucket, retry=FAST_RETRY))
+    assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
+
+
+def test_store_endpoint_without_scheme_gets_https(emulator_env: None) -> None:
+    store = open_store(settings("storage-example.p.googleapis.com", "b"))
+    assert store._client._connection.API_BASE_URL == (  # type: ignore[attr-defined]
+        "https://storage-example.p.googleapis.com"
+    )
+
+
+def test_unknown_config_key_names_the_valid_ones(emulator_env: None) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_store(settings("http://127.0.0.1:1", "b", config={"insecureSkipTLSVerify": "true"}))
+    assert "insecureSkipTLSVerify" in str(caught.value)
+    assert "storeEndpoint" in str(caught.value) and "serviceAccount" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not json",
+        b"[]",
+        b'{"type": "something_else"}',
+        b'{"type": "service_account", "client_email": "a@b.c", "token_uri": "https://t"}',
+    ],
+)
+def test_unusable_credentials_file_is_a_config_error(
+    content: bytes, write_file: Callable[[str, bytes], Path]
+) -> None:
+    path = write_file("cloud", content)
+    with pytest.raises(ConfigError, match="cannot load GCP credentials"):
+        open_store(settings("http://127.0.0.1:1", "b", credentials_file=str(path)))
+
+
+def test_authorized_user_credentials_file_is_accepted(
+    write_file: Callable[[str, bytes], Path],
+) -> None:
+    info = {
+        "type": "authorized_user",
+        "client_id": "id",
+        "client_secret": "secret",
+        "refresh_token": "refresh",
+        "quota_project_id": "proj",
+    }
+    path = write_file("cloud", json.dumps(info).encode())
+    store = open_store(settings("http://127.0.0.1:1", "b", credentials_file=str(path)))
+    assert store._client.project == "proj"  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_metadata_server_credentials_need_service_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    # A universe domain given up front keeps the client from asking the metadata server.
+    metadata_credentials = compute_engine.Credentials(  # type: ignore[no-untyped-call]
+        universe_domain="googleapis.com"
+    )
+    monkeypatch.setattr(google.auth, "default", lambda **_: (metadata_credentials, "proj"))
+    with pytest.raises(ConfigError, match="serviceAccount is expected"):
+        open_store(settings("http://127.0.0.1:1", "b"))
+    store = open_store(
+        settings(
+            "http://127.0.0.1:1", "b", config={"serviceAccount": "sa@p.iam.gserviceaccount.com"}
+        )
+    )
+    store.close()
+
+
+def test_unreachable_endpoint_fails_fast(
+    dead_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", dead_endpoint)
+    store = open_store(settings(dead_endpoint, "b", timeout=1.0))
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="ConnectionError"):
+        list(store.list_common_prefixes("backups/", "/"))
+    with pytest.raises(StoreError, match="gs://b/k"):
+        store.get("k", 10)
+    assert time.monotonic() - started < 6
+
+
+def test_ca_bundle_over_https(
+    fake_gcs_tls: FakeGCS, bucket_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert fake_gcs_tls.tls is not None
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_tls.endpoint)
+    fake_gcs_tls.create_bucket(bucket_name)
+    fake_gcs_tls.put(bucket_name, "k", b"v")
+    bundle = ca_bundle(fake_gcs_tls.tls.ca_pem, tmp_path / "ca")
+
+    trusted = open_store(settings(fake_gcs_tls.endpoint, bucket_name, ca_bundle=str(bundle)))
+    assert trusted.get("k", 10) == b"v"
+    untrusted = open_store(settings(fake_gcs_tls.endpoint, bucket_name))
+    with pytest.raises(StoreError, match="SSL"):
+        untrusted.get("k", 10)
+
+
+# -- paging and resuming, against a JSON-API stub that pages common prefixes
+
+
+class _PagingStub(BaseHTTPRequestHandler):
+    prefixes = [f"backups/b{n}/" for n in range(5)]
+    seen: list[str] = []
+    failed: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.path)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        token = query.get("pageToken", ["0"])[0]
+        if token != "0" and not self.failed:
+            type(self).failed.append(self.path)
+            self._json(503, {"error": {"code": 503, "message": "backend unavailable"}})
+            return
+        size = int(query["maxResults"][0])
+        start = int(token)
+        body: dict[str, Any] = {
+            "kind": "storage#objects",
+            "prefixes": self.prefixes[start : start + size],
+        }
+        if start + size < len(self.prefixes):
+            body["nextPageToken"] = str(start + size)
+        self._json(200, body)
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_listing_pages_and_resumes_from_the_page_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    _PagingStub.seen, _PagingStub.failed = [], []
+    with serve(_PagingStub) as endpoint:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        store = open_store(settings(endpoint, "bkt", page_size=2))
+        listed = store.list_common_prefixes("backups/", "/")
+        assert next(listed) == "backups/b0/"
+        assert len(_PagingStub.seen) == 1  # lazy
+        assert list(listed) == [f"backups/b{n}/" for n in range(1, 5)]
+    # Three pages, the second one tried twice (503, then OK) with its token.
+    assert len(_PagingStub.seen) == 4
+    assert _PagingStub.seen.count(_PagingStub.failed[0]) == 2
+    assert "pageToken=2" in _PagingStub.failed[0]
+
+
+# -- a service-account key exchanging a real JWT for an access token
+
+
+class _TokenEndpoint(BaseHTTPRequestHandler):
+    public_key: Any = None
+    grants: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        assertion = form["assertion"][0]
+        head, payload, signature = assertion.split(".")
+        # RS256: the key in the JSON file really signed this grant.
+        self.public_key.verify(
+            _b64(signature), f"{head}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        claims = json.loads(_b64(payload))
+        type(self).grants.append({"grant_type": form["grant_type"][0], **claims})
+        data = json.dumps(
+            {"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _b64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@pytest.fixture
+def service_account_file(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _TokenEndpoint.public_key = key.public_key()
+    _TokenEndpoint.grants = []
+    with serve(_TokenEndpoint) as endpoint:
+        token_uri = f"{endpoint}/token"
+        info = {
+            "type": "service_account",
+            "project_id": "backup-sync-test",
+            "private_key_id": "k1",
+            "private_key": key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode(),
+            "client_email": "velero@backup-sync-test.iam.gserviceaccount.com",
+            "client_id": "1234567890",
+            "token_uri": token_uri,
+        }
+        path = tmp_path / "gcp-credentials.json"
+        path.write_text(json.dumps(info))
+        yield path, token_uri
+
+
+@pytest.mark.parametrize("source", ["credentials_file", "GOOGLE_APPLICATION_CREDENTIALS"])
+def test_service_account_key_is_exchanged_for_a_token(
+    source: str,
+    fake_gcs: FakeGCS,
+    bucket: str,
+    service_account_file: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, token_uri = service_account_file
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    fake_gcs.put(bucket, "backups/b1/velero-backup.json", b"{}")
+    if source == "credentials_file":
+        store = open_store(settings(fake_gcs.endpoint, bucket, credentials_file=str(path)))
+    else:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+        store = open_store(settings(fake_gcs.endpoint, bucket))
+    requests = sent_requests(store)
+
+    assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
+    assert store.get("backups/b1/velero-backup.json", 10) == b"{}"
+
+    [grant] = _TokenEndpoint.grants  # one exchange, the token is reused
+    assert grant["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    # google-auth always addresses the grant to Google's token URI; it posts it to ours.
+    assert grant["aud"] in (token_uri, "https://oauth2.googleapis.com/token")
+    assert grant["iss"] == "velero@backup-sync-test.iam.gserviceaccount.com"
+    assert grant["scope"] == READ_WRITE_SCOPE
+    assert all(r.headers["Authorization"] == "Bearer ya29.test-token" for r in requests)
+    assert len(requests) == 2

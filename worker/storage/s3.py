@@ -1,0 +1,349 @@
+"""Amazon S3 and S3-compatible stores (Velero provider ``aws``), through botocore.
+
+Mirrors velero-plugin-for-aws v1.11.1 ``Init``: the same config keys and validation, the
+credentials file used as both shared credentials and shared config, region auto-detection
+by an unsigned HeadBucket, ``s3Url``/``s3ForcePathStyle``/``insecureSkipTLSVerify`` and the
+SSE-C customer key. Retries live in ``worker.retry``; botocore's own are switched off.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import botocore.session
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker import retry
+from worker.errors import ConfigError, ObjectTooLarge, StoreError
+from worker.storage import ObjectStore, StoreSettings, parse_bool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# velero-plugin-for-aws v1.11.1 object_store.go Init (providers.md §2.1). Most write-side
+# keys are accepted (and some validated) although a read-only sync never uses them, so a BSL
+# that Velero accepts is accepted here too.
+CONFIG_KEYS = frozenset(
+    {
+        "region",
+        "s3Url",
+        "publicUrl",
+        "kmsKeyId",
+        "customerKeyEncryptionFile",
+        "s3ForcePathStyle",
+        "signatureVersion",
+        "credentialsFile",
+        "profile",
+        "serverSideEncryption",
+        "insecureSkipTLSVerify",
+        "enableSharedConfig",
+        "tagging",
+        "checksumAlgorithm",
+    }
+)
+
+# v1.11.1 validChecksumAlg: an explicit list, not the SDK enum.
+_CHECKSUM_ALGORITHMS = frozenset({"", "CRC32", "CRC32C", "SHA1", "SHA256"})
+_SSE_C_KEY_BYTES = 32
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_READ_CHUNK = 64 * 1024
+
+
+class S3Store:
+    """One S3 bucket, read-only. botocore clients are thread-safe, so is this."""
+
+    def __init__(
+        self, client: Any, bucket: str, settings: StoreSettings, sse_c_key: bytes | None
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._settings = settings
+        self._sse: dict[str, Any] = (
+            {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": sse_c_key} if sse_c_key else {}
+        )
+
+    def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
+        """Yield common prefixes page by page; a failed page is retried from its token."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Prefix": prefix,
+                "Delimiter": delimiter,
+                "MaxKeys": self._settings.page_size,
+            }
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(
+                functools.partial(self._client.list_objects_v2, **kwargs),
+                f"list s3://{self._bucket}/{prefix}",
+            )
+            for common in page.get("CommonPrefixes") or ():
+                yield common["Prefix"]
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise StoreError(
+                    f"list s3://{self._bucket}/{prefix}: truncated page without a "
+                    "continuation token"
+                )
+
+    def get(self, key: str, max_bytes: int) -> bytes | None:
+        """GetObject in one round trip; NoSuchKey is None, NoSuchBucket is an error."""
+        return self._call(
+            functools.partial(self._get_once, key, max_bytes), f"get s3://{self._bucket}/{key}"
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._client.close()
+
+    def _get_once(self, key: str, max_bytes: int) -> bytes | None:
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=key, **self._sse)
+        except ClientError as exc:
+            if retry.error_code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise
+        body = response["Body"]
+        try:
+            length = response.get("ContentLength")
+            if isinstance(length, int) and length > max_bytes:
+                raise _too_large(self._bucket, key, max_bytes)
+            data = _read_capped(body.read, max_bytes)
+        finally:
+            body.close()
+        if data is None:
+            raise _too_large(self._bucket, key, max_bytes)
+        return data
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return retry.call(fn, what=what, policy=self._settings.retry)
+        except (ObjectTooLarge, StoreError):
+            raise
+        except Exception as exc:
+            raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+
+
+def _read_capped(read: Callable[[int], bytes], max_bytes: int) -> bytes | None:
+    """Read a stream to its end, or stop after ``max_bytes + 1`` bytes and return None."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = read(min(_READ_CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            return None
+
+
+def _too_large(bucket: str, key: str, max_bytes: int) -> ObjectTooLarge:
+    return ObjectTooLarge(f"s3://{bucket}/{key} is larger than the {max_bytes}-byte cap")
+
+
+def open_store(settings: StoreSettings) -> ObjectStore:
+    """Validate the config like the plugin's Init and open the bucket."""
+    config = settings.config
+    s3_url = config.get("s3Url", "")
+    path_style = parse_bool(config, "s3ForcePathStyle")
+    insecure = parse_bool(config, "insecureSkipTLSVerify")
+    if s3_url and urllib.parse.urlsplit(s3_url).scheme not in ("http", "https"):
+        raise ConfigError("s3Url must be a URL with scheme http or https")
+    sse_c_key = _static_checks(config)
+
+    verify: bool | str | None = None  # botocore default: AWS_CA_BUNDLE, else certifi
+    if insecure:
+        verify = False
+    elif settings.ca_bundle:
+        verify = settings.ca_bundle
+
+    session = _session(settings)
+    addressing = {"addressing_style": "path"} if path_style else None
+
+    region = config.get("region", "")
+    if not region and not s3_url:
+        region = _detect_region(session, settings, verify, addressing)
+    if not region:
+        # Go SDK order: AWS_REGION, AWS_DEFAULT_REGION, then the profile's region. An
+        # S3-compatible endpoint with no region at all still needs one to sign with.
+        region = (
+            os.environ.get("AWS_REGION") or session.get_config_variable("region") or "us-east-1"
+        )
+
+    try:
+        client = session.create_client(
+            "s3",
+            region_name=region,
+            endpoint_url=s3_url or None,
+            verify=verify,
+            config=_client_config(settings, addressing),
+        )
+    except BotoCoreError as exc:  # no network here: configuration trouble
+        raise ConfigError(f"cannot configure the S3 client: {retry.describe(exc)}") from None
+    return S3Store(client, settings.bucket, settings, sse_c_key)
+
+
+def _static_checks(config: Mapping[str, str]) -> bytes | None:
+    """Init-time checks that need no network; returns the SSE-C key, if any."""
+    if config.get("kmsKeyId"):
+        # v1.11.1 quirk (providers.md §2.1): with kmsKeyId set, Init returns early through
+        # errors.Wrapf(nil, ...) == nil, so the customer key is never loaded and tagging and
+        # checksum are not validated. Objects Velero wrote then are KMS-encrypted and read
+        # without SSE-C headers, so doing the same keeps such locations readable.
+        return None
+    sse_c_key = None
+    key_file = config.get("customerKeyEncryptionFile", "")
+    if key_file:
+        sse_c_key = _read_customer_key(key_file)
+    tagging = config.get("tagging", "")
+    if tagging:
+        _check_tags(tagging)
+    if config.get("checksumAlgorithm", "") not in _CHECKSUM_ALGORITHMS:
+        valid = ", ".join(sorted(a for a in _CHECKSUM_ALGORITHMS if a))
+        raise ConfigError(f"invalid checksum algorithm; valid: {valid} or empty")
+    return sse_c_key
+
+
+def _read_customer_key(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            key = fh.read(_SSE_C_KEY_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"provided customerKeyEncryptionFile does not exist: {path}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"could not read customerKeyEncryptionFile {path}: {exc.strerror}"
+        ) from None
+    if len(key) != _SSE_C_KEY_BYTES:
+        raise ConfigError(f"contents of customerKeyEncryptionFile ({path}) are not 32 bytes")
+    return key
+
+
+def _check_tags(tagging: str) -> None:
+    """velero-plugin-for-aws v1.11.1 ``CheckTags``, limits and all."""
+    tags = tagging.split("&")
+    if len(tags) == 1:
+        raise ConfigError("tagging: tags are not separated with an &")
+    for index, tag in enumerate(tags):
+        if index > 9:
+            raise ConfigError("tagging: AWS S3 allows only ten tags per object")
+        parts = tag.split("=")
+        if len(parts) != 2:
+            raise ConfigError("tagging: invalid tags provided")
+        if len(parts[0]) > 128:
+            raise ConfigError("tagging: an S3 tag key can not be more than 128 characters")
+        if len(parts[1]) > 248:  # sic: the plugin's limit, although its message says 256
+            raise ConfigError("tagging: an S3 tag value can not be more than 256 characters")
+
+
+def _session(settings: StoreSettings) -> Any:
+    """A private botocore session: the credentials file is both the shared credentials and
+    the shared config file, as in the plugin, without touching os.environ."""
+    config = settings.config
+    path = (
+        settings.credentials_file
+        or config.get("credentialsFile")
+        or os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
+    )
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"AWS credentials file {path} does not exist")
+    profile = config.get("profile", "")
+    try:
+        session = botocore.session.Session()
+        if path:
+            session.set_config_variable("credentials_file", path)
+            session.set_config_variable("config_file", path)
+        if profile:
+            # An explicit profile also makes botocore ignore the static env keys, as the Go
+            # SDK does for a programmatically chosen profile.
+            session.set_config_variable("profile", profile)
+        if path:
+            _ignore_env_web_identity(session)
+            # The plugin fetches credentials eagerly: a bad file fails Init.
+            if session.get_credentials() is None:
+                raise ConfigError(
+                    f"no AWS credentials in {path} for profile {profile or 'default'!r}"
+                )
+        # Resolved now so that a missing profile fails here, not on the first call.
+        session.get_scoped_config()
+    except BotoCoreError as exc:  # no network here: profile or file trouble
+        raise ConfigError(
+            f"cannot load AWS credentials or profile {profile or 'default'!r}: "
+            f"{retry.describe(exc)}"
+        ) from None
+    return session
+
+
+def _ignore_env_web_identity(session: Any) -> None:
+    """The plugin blanks AWS_WEB_IDENTITY_TOKEN_FILE/AWS_ROLE_ARN when a credentials file is
+    given, so IRSA cannot take over. Here the env stays as is; the web-identity provider is
+    told to read only the profile."""
+    resolver = session.get_component("credential_provider")
+    try:
+        provider = resolver.get_provider("assume-role-with-web-identity")
+    except Exception:  # no such provider in this botocore: nothing to switch off
+        return
+    if hasattr(provider, "_disable_env_vars"):
+        provider._disable_env_vars = True
+
+
+def _client_config(settings: StoreSettings, addressing: dict[str, str] | None) -> Config:
+    return Config(
+        connect_timeout=settings.timeout,
+        read_timeout=settings.timeout,
+        max_pool_connections=settings.max_connections,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        s3=addressing,
+    )
+
+
+def _detect_region(
+    session: Any,
+    settings: StoreSettings,
+    verify: bool | str | None,
+    addressing: dict[str, str] | None,
+) -> str:
+    """The bucket's region from an unsigned HeadBucket (aws-sdk-go-v2 GetBucketRegion):
+    ``x-amz-bucket-region`` is read from the answer even when the call itself fails."""
+    config = _client_config(settings, addressing).merge(Config(signature_version=UNSIGNED))
+    client = session.create_client("s3", region_name="us-east-1", verify=verify, config=config)
+    bucket = settings.bucket
+    what = f"detect region of s3://{bucket}"
+
+    def head() -> Mapping[str, str]:
+        try:
+            response = client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            headers = (exc.response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+            if headers.get("x-amz-bucket-region"):
+                return dict(headers)
+            raise
+        return dict(response["ResponseMetadata"]["HTTPHeaders"])
+
+    try:
+        headers = retry.call(head, what=what, policy=settings.retry)
+    except ClientError as exc:
+        if retry.http_status(exc) == 404:
+            raise StoreError(f"{what}: bucket not found") from exc
+        raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+    except Exception as exc:
+        raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+    finally:
+        client.close()
+    region = headers.get("x-amz-bucket-region", "")
+    if not region:
+        raise StoreError(f"{what}: unable to determine bucket's region")
+    log.debug("detected bucket region", extra={"bucket": bucket, "region": region})
+    return region
