@@ -13,8 +13,10 @@ Each server is a small context manager with ``.endpoint``, ``create_bucket(name)
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
+import json
 import shutil
 import signal
 import socket
@@ -22,10 +24,13 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -66,6 +71,7 @@ class ObjectStoreServer(Protocol):
     def stop(self) -> None: ...
     def create_bucket(self, bucket: str) -> None: ...
     def put(self, bucket: str, key: str, data: bytes) -> None: ...
+    def delete(self, bucket: str, key: str) -> None: ...
     def putter(self, bucket: str) -> Put: ...
     def location_config(self, bucket: str) -> dict[str, str]: ...
     def credentials(self) -> bytes | None: ...
@@ -353,6 +359,9 @@ class MotoS3(_Server):
         """PutObject; ``extra`` goes to boto3 (e.g. SSECustomerKey)."""
         self.client().put_object(Bucket=bucket, Key=key, Body=data, **extra)
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.client().delete_object(Bucket=bucket, Key=key)
+
     def reset(self) -> None:
         """Forget every bucket (moto's reset API)."""
         request = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
@@ -450,6 +459,9 @@ class Azurite(_Server):
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.service().get_blob_client(bucket, key).upload_blob(data, overwrite=True)
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.service().get_blob_client(bucket, key).delete_blob()
+
     def location_config(self, bucket: str) -> dict[str, str]:
         return {
             "storageAccount": AZURITE_ACCOUNT,
@@ -481,10 +493,15 @@ class FakeGCS(_Server):
         if tls is not None:
             self.scheme = "https"
         self._client: Any = None
+        self.token_server = GoogleTokenServer()
 
     @property
     def endpoint(self) -> str:
         return self.base_url
+
+    def start(self) -> Self:
+        self.token_server.start()
+        return super().start()
 
     def _command(self, port: int) -> list[str]:
         binary = fake_gcs_binary()
@@ -550,22 +567,117 @@ class FakeGCS(_Server):
             data, content_type="application/octet-stream"
         )
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.client().bucket(bucket).blob(key).delete()
+
     def location_config(self, bucket: str) -> dict[str, str]:
         return {"storeEndpoint": self.endpoint}
 
-    def credentials(self) -> None:
-        """None: the worker uses anonymous credentials through ``env()``."""
-        return None
+    def credentials(self) -> bytes:
+        """A service-account key file whose token exchange goes to ``token_server``
+        (fake-gcs-server itself accepts any bearer token)."""
+        return json.dumps(self.token_server.service_account_info()).encode()
 
     def env(self) -> dict[str, str]:
-        """The google-cloud-storage emulator convention: anonymous credentials."""
+        """For a location without ``spec.credential``: the google-cloud-storage emulator
+        convention (anonymous credentials)."""
         return {"STORAGE_EMULATOR_HOST": self.endpoint}
 
     def stop(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self.token_server.stop()
         super().stop()
+
+
+class GoogleTokenServer:
+    """Google's OAuth 2.0 token endpoint for service-account keys, on loopback: it checks
+    that the JWT-bearer grant is really signed by the key it issued and answers with a
+    bearer token. ``grants`` records the verified claims."""
+
+    ACCESS_TOKEN = "ya29.backup-sync-test"
+    CLIENT_EMAIL = "velero@backup-sync-test.iam.gserviceaccount.com"
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.grants: list[dict[str, Any]] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def token_uri(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
+    def service_account_info(self) -> dict[str, str]:
+        from cryptography.hazmat.primitives import serialization
+
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return {
+            "type": "service_account",
+            "project_id": "backup-sync-test",
+            "private_key_id": "k1",
+            "private_key": pem,
+            "client_email": self.CLIENT_EMAIL,
+            "client_id": "1234567890",
+            "token_uri": self.token_uri,
+        }
+
+    def start(self) -> Self:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                try:
+                    claims = owner._verify(form["assertion"][0])
+                except Exception:  # any malformed or badly signed grant
+                    self.send_error(400, "invalid_grant")
+                    return
+                owner.grants.append({"grant_type": form["grant_type"][0], **claims})
+                body = json.dumps(
+                    {"access_token": owner.ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def _verify(self, assertion: str) -> dict[str, Any]:
+        """RS256: the grant was signed with the key in the file we issued."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def b64(text: str) -> bytes:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+        head, payload, signature = assertion.split(".")
+        self.key.public_key().verify(
+            b64(signature), f"{head}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        claims: dict[str, Any] = json.loads(b64(payload))
+        return claims
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 def fake_gcs_binary() -> Path:

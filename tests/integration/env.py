@@ -10,12 +10,13 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.controlplane import ControlPlane
 from harness.objectstores import ObjectStoreServer
-from harness.seed import SeedBackup, seed
+from harness.seed import SeedBackup, backup_objects, seed
 
 Obj = dict[str, Any]
 CLI = str(Path(sys.executable).with_name("backup-sync"))
@@ -43,6 +44,7 @@ class SyncEnv:
     namespace: str
     server: ObjectStoreServer
     bucket: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:20]}")
+    with_credential: bool = False  # a location reads spec.credential: no emulator shortcuts
 
     def __post_init__(self) -> None:
         self.server.create_bucket(self.bucket)
@@ -93,6 +95,7 @@ class SyncEnv:
                 },
             )
             spec["credential"] = {"name": secret, "key": "cloud"}
+            self.with_credential = True
         body = {
             "apiVersion": "velero.io/v1",
             "kind": "BackupStorageLocation",
@@ -141,6 +144,11 @@ class SyncEnv:
     def put(self, key: str, data: bytes) -> None:
         self.server.put(self.bucket, key, data)
 
+    def remove(self, backup: SeedBackup, prefix: str = "") -> None:
+        """Delete every object of a seeded backup, as Velero's GC or a person would."""
+        for key in backup_objects(backup, prefix, datetime.now(UTC)):
+            self.server.delete(self.bucket, key)
+
     # -- the CLI --------------------------------------------------------------------------
 
     def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> CliResult:
@@ -160,7 +168,8 @@ class SyncEnv:
             "10",
             *args,
         ]
-        full_env = {**os.environ, **self.server.env(), **(env or {})}
+        shortcut = {} if self.with_credential else self.server.env()
+        full_env = {**os.environ, **shortcut, **(env or {})}
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, env=full_env, check=False
         )

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from harness.controlplane import ControlPlane
+from harness.objectstores import FakeGCS
 from harness.seed import SeedBackup
 from tests.integration.env import SyncEnv
 
@@ -31,16 +32,19 @@ def s3_env(control_plane: ControlPlane, velero_namespace: str, moto: Any) -> Syn
 
 
 def test_fresh_cluster_gets_every_backup_then_steady_state_then_orphans(env: SyncEnv) -> None:
-    env.add_location("default", default=True)
+    env.add_location("default", default=True)  # with spec.credential from a Secret
+    manual = SeedBackup("manual-1")
     env.seed(
         SeedBackup("nightly-1", pod_volume_backups=2),
         SeedBackup("nightly-2", pod_volume_backups=1, phase="PartiallyFailed"),
-        SeedBackup("manual-1"),
+        manual,
     )
 
     first = env.run()
 
     assert first.code == 0, first.stderr
+    if isinstance(env.server, FakeGCS):  # the key in the Secret was really exchanged
+        assert env.server.token_server.grants
     loc = first.location("default")
     assert (loc["outcome"], loc["listed"], loc["created"]) == ("synced", 3, 3)
     assert loc["podVolumeBackupsCreated"] == 3
@@ -77,7 +81,14 @@ def test_fresh_cluster_gets_every_backup_then_steady_state_then_orphans(env: Syn
     assert after["backups"] == before["backups"]
     assert after["podvolumebackups"] == before["podvolumebackups"]
 
-    # Backups whose folders left the bucket: only Completed/PartiallyFailed ones go.
+    # A backup removed from the bucket is deleted from the cluster on the next run.
+    env.remove(manual)
+    removed = env.run("--force")
+    assert removed.code == 0, removed.stderr
+    assert removed.location("default")["orphansDeleted"] == 1
+    assert sorted(env.list("backups")) == ["nightly-1", "nightly-2"]
+
+    # Only Completed/PartiallyFailed backups of this location are orphans.
     env.add_backup("gone-completed", "default", "Completed")
     env.add_backup("gone-partial", "default", "PartiallyFailed")
     env.add_backup("gone-inprogress", "default", "InProgress")
@@ -199,3 +210,21 @@ def test_unknown_config_key_is_a_configuration_error(s3_env: SyncEnv) -> None:
     assert result.code == 2
     reason = result.location("default")["reason"]
     assert "bucketRegion" in reason and "s3ForcePathStyle" in reason
+
+
+def test_ca_cert_is_trusted_for_https_azurite_and_needed(
+    control_plane: ControlPlane, velero_namespace: str, azurite_tls: Any
+) -> None:
+    env = SyncEnv(control_plane, velero_namespace, azurite_tls)
+    env.add_location("trusted", default=True, prefix="p", ca_pem=azurite_tls.ca_pem)
+    env.add_location("untrusted", prefix="p")
+    env.seed(SeedBackup("b1"), prefix="p")
+
+    result = env.run()
+
+    assert result.code == 1  # the location without the CA fails...
+    trusted, untrusted = result.location("trusted"), result.location("untrusted")
+    assert (trusted["outcome"], trusted["created"]) == ("synced", 1)  # ...the other syncs
+    assert untrusted["outcome"] == "failed"
+    assert "certificate" in untrusted["reason"].lower()
+    assert "lastSyncedTime" not in env.location("untrusted").get("status", {})

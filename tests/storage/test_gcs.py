@@ -8,7 +8,6 @@ OAuth token endpoint that a service-account key really exchanges a signed JWT wi
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import threading
@@ -22,11 +21,9 @@ from typing import Any
 
 import google.auth
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.auth import compute_engine
 
-from harness.objectstores import FakeGCS
+from harness.objectstores import FakeGCS, GoogleTokenServer
 from tests.storage.conftest import FAST_RETRY
 from worker.errors import ConfigError, ObjectTooLarge, StoreError
 from worker.storage import ObjectStore, StoreSettings, open_store
@@ -279,61 +276,15 @@ def test_listing_pages_and_resumes_from_the_page_token(monkeypatch: pytest.Monke
 # -- a service-account key exchanging a real JWT for an access token
 
 
-class _TokenEndpoint(BaseHTTPRequestHandler):
-    public_key: Any = None
-    grants: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-        assertion = form["assertion"][0]
-        head, payload, signature = assertion.split(".")
-        # RS256: the key in the JSON file really signed this grant.
-        self.public_key.verify(
-            _b64(signature), f"{head}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256()
-        )
-        claims = json.loads(_b64(payload))
-        type(self).grants.append({"grant_type": form["grant_type"][0], **claims})
-        data = json.dumps(
-            {"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _b64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 @pytest.fixture
-def service_account_file(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _TokenEndpoint.public_key = key.public_key()
-    _TokenEndpoint.grants = []
-    with serve(_TokenEndpoint) as endpoint:
-        token_uri = f"{endpoint}/token"
-        info = {
-            "type": "service_account",
-            "project_id": "backup-sync-test",
-            "private_key_id": "k1",
-            "private_key": key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ).decode(),
-            "client_email": "velero@backup-sync-test.iam.gserviceaccount.com",
-            "client_id": "1234567890",
-            "token_uri": token_uri,
-        }
-        path = tmp_path / "gcp-credentials.json"
-        path.write_text(json.dumps(info))
-        yield path, token_uri
+def token_server(tmp_path: Path) -> Iterator[tuple[GoogleTokenServer, Path]]:
+    server = GoogleTokenServer().start()
+    path = tmp_path / "gcp-credentials.json"
+    path.write_text(json.dumps(server.service_account_info()))
+    try:
+        yield server, path
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("source", ["credentials_file", "GOOGLE_APPLICATION_CREDENTIALS"])
@@ -341,10 +292,11 @@ def test_service_account_key_is_exchanged_for_a_token(
     source: str,
     fake_gcs: FakeGCS,
     bucket: str,
-    service_account_file: tuple[Path, str],
+    token_server: tuple[GoogleTokenServer, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, token_uri = service_account_file
+    server, path = token_server
+    token_uri = server.token_uri
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     fake_gcs.put(bucket, "backups/b1/velero-backup.json", b"{}")
     if source == "credentials_file":
@@ -357,11 +309,12 @@ def test_service_account_key_is_exchanged_for_a_token(
     assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
     assert store.get("backups/b1/velero-backup.json", 10) == b"{}"
 
-    [grant] = _TokenEndpoint.grants  # one exchange, the token is reused
+    [grant] = server.grants  # one exchange, the token is reused
     assert grant["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
     # google-auth always addresses the grant to Google's token URI; it posts it to ours.
     assert grant["aud"] in (token_uri, "https://oauth2.googleapis.com/token")
-    assert grant["iss"] == "velero@backup-sync-test.iam.gserviceaccount.com"
+    assert grant["iss"] == GoogleTokenServer.CLIENT_EMAIL
     assert grant["scope"] == READ_WRITE_SCOPE
-    assert all(r.headers["Authorization"] == "Bearer ya29.test-token" for r in requests)
+    bearer = f"Bearer {GoogleTokenServer.ACCESS_TOKEN}"
+    assert all(r.headers["Authorization"] == bearer for r in requests)
     assert len(requests) == 2
