@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime as dt
 import http.client
 import ipaddress
 import json
@@ -41,9 +40,11 @@ from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from harness import pki
+from harness.pki import issue, key_pem, loopback_sans, new_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
@@ -150,70 +151,8 @@ class _Pki:
     sa_private_key: Path
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    # P-256 keys are generated in microseconds (RSA takes ~100 ms each) and the apiserver
-    # accepts them for TLS and for ServiceAccount token signing (ES256).
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _issue(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    usages: Sequence[x509.ObjectIdentifier] = (),
-    sans: Sequence[x509.GeneralName] = (),
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    issuer_name, issuer_key = issuer if issuer else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=not ca,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    if usages:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 def _write_pki(d: Path) -> _Pki:
     d.mkdir(parents=True, exist_ok=True)
-
-    def name(cn: str, org: str | None = None) -> x509.Name:
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        return x509.Name(attrs)
 
     def write(filename: str, data: bytes) -> Path:
         p = d / filename
@@ -222,47 +161,47 @@ def _write_pki(d: Path) -> _Pki:
         return p
 
     pem = serialization.Encoding.PEM
-    ca_key = _new_key()
-    ca_name = name("backup-sync-test-ca")
-    ca = _issue(ca_name, ca_key, None, ca=True)
+    ca_key = new_key()
+    ca_name = pki.name("backup-sync-test-ca")
+    ca = issue(ca_name, ca_key, None, ca=True)
 
-    serving_key = _new_key()
+    serving_key = new_key()
     service_ip = next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts())
-    sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    sans = [
+        *loopback_sans(
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
         x509.IPAddress(service_ip),
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.DNSName("kubernetes.default.svc.cluster.local"),
     ]
-    serving = _issue(
-        name("kube-apiserver"),
+    serving = issue(
+        pki.name("kube-apiserver"),
         serving_key,
         (ca_name, ca_key),
         usages=[ExtendedKeyUsageOID.SERVER_AUTH],
         sans=sans,
     )
 
-    admin_key = _new_key()
-    admin = _issue(
-        name("backup-sync-admin", "system:masters"),
+    admin_key = new_key()
+    admin = issue(
+        pki.name("backup-sync-admin", "system:masters"),
         admin_key,
         (ca_name, ca_key),
         usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
     )
 
-    sa_key = _new_key()
+    sa_key = new_key()
     sa_pub = sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     return _Pki(
         ca_cert=write("ca.crt", ca.public_bytes(pem)),
         serving_cert=write("apiserver.crt", serving.public_bytes(pem)),
-        serving_key=write("apiserver.key", _key_pem(serving_key)),
+        serving_key=write("apiserver.key", key_pem(serving_key)),
         admin_cert=write("admin.crt", admin.public_bytes(pem)),
-        admin_key=write("admin.key", _key_pem(admin_key)),
+        admin_key=write("admin.key", key_pem(admin_key)),
         sa_public_key=write("sa.pub", sa_pub),
-        sa_private_key=write("sa.key", _key_pem(sa_key)),
+        sa_private_key=write("sa.key", key_pem(sa_key)),
     )
 
 
@@ -340,7 +279,10 @@ class ControlPlane:
         *,
         startup_timeout: float = 120.0,
         keep_dir: bool = False,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
+        """``apiserver_args`` are added to kube-apiserver's flags (e.g. an audit policy)."""
+        self._apiserver_args = list(apiserver_args)
         self._bin_dir = bin_dir
         self._startup_timeout = startup_timeout
         self._keep_dir = keep_dir or bool(os.environ.get("BACKUP_SYNC_KEEP_CONTROL_PLANE_DIR"))
@@ -466,6 +408,7 @@ class ControlPlane:
                     "--endpoint-reconciler-type=none",
                     "--allow-privileged=true",
                     "--v=1",
+                    *self._apiserver_args,
                 ],
                 log,
             )

@@ -14,8 +14,6 @@ Each server is a small context manager with ``.endpoint``, ``create_bucket(name)
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import shutil
 import signal
@@ -93,82 +91,29 @@ class TestCA:
     __test__ = False  # not a pytest test class
 
     def __init__(self, directory: Path, common_name: str = "backup-sync test CA") -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography.x509.oid import ExtendedKeyUsageOID
 
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        server_key = ec.generate_private_key(ec.SECP256R1())
-        server_cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(server_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
+        from harness import pki
+
+        ca_key, server_key = pki.new_key(), pki.new_key()
+        ca_name = pki.name(common_name)
+        ca_cert = pki.issue(ca_name, ca_key, ca=True, days=2)
+        server_cert = pki.issue(
+            pki.name("localhost"),
+            server_key,
+            (ca_name, ca_key),
+            usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+            sans=pki.loopback_sans(),
+            days=2,
         )
         directory.mkdir(parents=True, exist_ok=True)
-        self.ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+        self.ca_pem = pki.cert_pem(ca_cert)
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(self.ca_pem)
         self.cert_file = directory / "server.pem"
-        self.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+        self.cert_file.write_bytes(pki.cert_pem(server_cert))
         self.key_file = directory / "server-key.pem"
-        self.key_file.write_bytes(
-            server_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        self.key_file.write_bytes(pki.key_pem(server_key))
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts only this CA."""
