@@ -1,13 +1,14 @@
 # backup-sync: the two commands users run are `make demo` and `make test`.
 # Everything they need is installed here: a venv from PyPI, Azurite from npm, and
-# kube-apiserver + etcd built from Go modules (cached by version, see hack/versions.env).
+# kube-apiserver + etcd and helm built from Go modules (cached by version, see
+# hack/versions.env).
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all setup control-plane demo test lint unit clean help
+.PHONY: all setup control-plane tools demo test lint unit image clean help
 
 all: test
 
@@ -15,7 +16,8 @@ help:
 	@echo "make demo    set up, start a local control plane and S3, seed backups, run backup-sync once"
 	@echo "make test    set up and run the whole test suite (lint, types, unit, storage, integration)"
 	@echo "make unit    only the fast unit tests"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff + mypy + hadolint"
+	@echo "make image   docker build the image (needs a Docker daemon; not part of the tests)"
 
 $(STAMP): setup.cfg pyproject.toml requirements.txt package.json package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -29,19 +31,33 @@ setup: $(STAMP)
 control-plane: setup
 	bash hack/build-control-plane.sh >/dev/null
 
+# helm, for the chart tests (tests/chart).
+tools:
+	bash hack/build-chart-tools.sh >/dev/null
+
 lint: setup
 	$(BIN)/ruff check worker harness tests
 	$(BIN)/ruff format --check worker harness tests
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
-test: lint control-plane
+test: lint control-plane tools
 	$(BIN)/pytest
 
 demo: control-plane
 	$(BIN)/python -m harness.demo
+
+# The image, with the base version pinned in hack/versions.env and the package's version.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' worker/__init__.py)
+image:
+	. hack/versions.env && docker build \
+	  --build-arg PYTHON_VERSION=$$PYTHON_IMAGE_VERSION \
+	  --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  -t backup-sync:$(VERSION) .
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -6,11 +6,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from worker import __version__
 from worker.cluster import pod_namespace
 from worker.errors import ConfigError
 from worker.logs import configure as configure_logging
+from worker.progress import StatusLine
+from worker.progress import factory as progress_factory
 from worker.report import EXIT_CONFIG
 from worker.retry import RetryPolicy
 from worker.run import run
@@ -26,7 +29,7 @@ exit codes:
   2  usage or configuration error (bad flag or duration, a location's provider,
      config keys or credential Secret is wrong): fix the configuration
   3  every location synced but some items (backups, pod volume backups, CSI objects)
-     failed; the summary names each one
+     failed, or the mass-deletion guard kept a location's orphans; the summary names each
 """
 
 
@@ -41,6 +44,20 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
     return value
 
 
@@ -132,6 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"give up retrying one call after this long (default: {DEFAULTS.retry.max_seconds:g})",
     )
     add(
+        "--mass-orphan-share",
+        type=_share,
+        default=DEFAULTS.mass_orphan_share,
+        metavar="F",
+        help="mass-deletion guard: delete no orphans of a location when they are more than "
+        "this share of its Backups and at least --mass-orphan-floor; 1 disables the guard "
+        f"(default: {DEFAULTS.mass_orphan_share:g})",
+    )
+    add(
+        "--mass-orphan-floor",
+        type=_non_negative_int,
+        default=DEFAULTS.mass_orphan_floor,
+        metavar="N",
+        help="mass-deletion guard: the fewest orphans it ever blocks "
+        f"(default: {DEFAULTS.mass_orphan_floor})",
+    )
+    add(
+        "--allow-mass-orphan-deletion",
+        action="store_true",
+        help="delete orphans even when the mass-deletion guard would block (after emptying "
+        "a bucket on purpose)",
+    )
+    add(
+        "--pushgateway-url",
+        metavar="URL",
+        help="push run metrics to this Prometheus Pushgateway at the end of the run "
+        "(default: none)",
+    )
+    add(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -161,7 +207,18 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         retry=RetryPolicy(attempts=args.retry_attempts, max_seconds=args.retry_max_seconds),
         log_level=args.log_level,
         log_format=args.log_format,
+        mass_orphan_share=args.mass_orphan_share,
+        mass_orphan_floor=args.mass_orphan_floor,
+        allow_mass_orphan_deletion=args.allow_mass_orphan_deletion,
+        pushgateway_url=args.pushgateway_url or None,
     )
+
+
+def _tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"backup-sync: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level, settings.log_format)
-    report = run(settings)
+    # On a terminal, a live progress line sits below the (text) log lines.
+    status = StatusLine(sys.stderr) if settings.log_format == "text" and _tty(sys.stderr) else None
+    configure_logging(settings.log_level, settings.log_format, status)
+    report = run(settings, progress=progress_factory(status))
     print(report.render(settings.log_format))
     return report.exit_code

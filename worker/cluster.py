@@ -16,7 +16,9 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import quote
 
 from worker import retry
 from worker.errors import AlreadyExists, ClusterError, ConfigError, Conflict, NotFound
@@ -56,6 +58,7 @@ VOLUME_SNAPSHOT_CLASS = Kind(
 VOLUME_SNAPSHOT_CONTENT = Kind(
     "snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", "VolumeSnapshotContent", False
 )
+SECRET = Kind("", "v1", "secrets", "Secret")
 
 
 class Cluster(Protocol):
@@ -94,6 +97,13 @@ class Cluster(Protocol):
         """The decoded value of one key of a Secret. Raises NotFound, ConfigError."""
         ...
 
+    def record_event(
+        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
+    ) -> None:
+        """Record an events.k8s.io/v1 Event about ``regarding`` (in its namespace).
+        Raises ClusterError; callers treat events as best effort (worker.events)."""
+        ...
+
 
 def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
@@ -130,11 +140,7 @@ class KubeCluster:
         timeout: float,
         policy: RetryPolicy,
     ) -> None:
-        from kubernetes import client
-
         self._api = api_client
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
         self._limiter = limiter
         self._timeout = timeout
         self._policy = policy
@@ -168,6 +174,11 @@ class KubeCluster:
                 )
         except (config.ConfigException, OSError, TypeError, ValueError) as exc:
             raise ConfigError(f"cannot load Kubernetes client configuration: {exc}") from exc
+        # The token refresh hooks of both loaders re-assign `host` before every request, and
+        # while the proxy "comes from the environment" that setter re-reads every environment
+        # variable (getproxies): ~0.3 ms per request (docs/benchmark.md). Pinning the proxy
+        # the loader just resolved keeps it and skips that.
+        configuration.proxy = configuration.proxy
         configuration.connection_pool_maxsize = max(4, pool_size)
         # Retries belong to worker.retry; urllib3 must not retry behind its back.
         configuration.retries = urllib3.Retry(total=0, read=False, redirect=0)
@@ -203,6 +214,52 @@ class KubeCluster:
     def _opts(self) -> dict[str, Any]:
         return {"_preload_content": False, "_request_timeout": self._timeout}
 
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str | int]] | None = None,
+        body: Obj | None = None,
+        content_type: str = "application/json",
+    ) -> bytes:
+        """One request through the client's generic ``param_serialize``/``call_api`` (its
+        configuration, auth refresh, TLS and pool), not through a generated operation: those
+        validate every argument with pydantic and import hundreds of models (CoreV1Api alone
+        adds ~1 s to start-up), and a sync makes thousands of calls (docs/benchmark.md)."""
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        request = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(*request, _request_timeout=self._timeout)
+        data: bytes = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return data
+
+    @staticmethod
+    def _path(kind: Kind, namespace: str | None, name: str = "", subresource: str = "") -> str:
+        """The REST path of a kind's collection or of one object; every segment quoted, so
+        a name from the bucket can never address anything else."""
+        base = "/apis/" if kind.group else "/api/"
+        parts = [kind.api_version]
+        if kind.namespaced and namespace:
+            parts += ["namespaces", quote(namespace, safe="")]
+        parts.append(kind.plural)
+        if name:
+            parts.append(quote(name, safe=""))
+        if subresource:
+            parts.append(subresource)
+        return base + "/".join(parts)
+
     # -- the port -----------------------------------------------------------------------
 
     def list(
@@ -219,133 +276,89 @@ class KubeCluster:
     def _list_page(
         self, kind: Kind, namespace: str | None, selector: str | None, token: str | None
     ) -> Obj:
-        args: dict[str, Any] = {"limit": LIST_PAGE_SIZE, **self._opts()}
+        query: list[tuple[str, str | int]] = [("limit", LIST_PAGE_SIZE)]
         if selector:
-            args["label_selector"] = selector
+            query.append(("labelSelector", selector))
         if token:
-            args["_continue"] = token
+            query.append(("continue", token))
         what = f"list {kind.plural}" + (f" in {namespace}" if namespace else "")
-        if kind.namespaced and namespace:
-            return self._call(
-                what,
-                lambda: self._custom.list_namespaced_custom_object(
-                    kind.group, kind.version, namespace, kind.plural, **args
-                ),
-            )
-        return self._call(
-            what,
-            lambda: self._custom.list_cluster_custom_object(
-                kind.group, kind.version, kind.plural, **args
-            ),
-        )
+        path = self._path(kind, namespace if kind.namespaced else None)
+        return self._call(what, lambda: self._request("GET", path, query))
 
     def get(self, kind: Kind, name: str, namespace: str | None) -> Obj | None:
-        what = f"get {kind.kind} {name}"
+        if kind.namespaced:
+            assert namespace is not None
+        path = self._path(kind, namespace, name)
         try:
-            if kind.namespaced:
-                assert namespace is not None
-                return self._call(
-                    what,
-                    lambda: self._custom.get_namespaced_custom_object(
-                        kind.group, kind.version, namespace, kind.plural, name, **self._opts()
-                    ),
-                )
-            return self._call(
-                what,
-                lambda: self._custom.get_cluster_custom_object(
-                    kind.group, kind.version, kind.plural, name, **self._opts()
-                ),
-            )
+            return self._call(f"get {kind.kind} {name}", lambda: self._request("GET", path))
         except NotFound:
             return None
 
     def create(self, kind: Kind, obj: Obj) -> Obj:
         meta = obj.get("metadata") or {}
         body = {**obj, "apiVersion": kind.api_version, "kind": kind.kind}
-        what = f"create {kind.kind} {meta.get('name')}"
-        if kind.namespaced:
-            namespace = str(meta.get("namespace"))
-            return self._call(
-                what,
-                lambda: self._custom.create_namespaced_custom_object(
-                    kind.group, kind.version, namespace, kind.plural, body, **self._opts()
-                ),
-            )
+        namespace = str(meta.get("namespace")) if kind.namespaced else None
+        path = self._path(kind, namespace)
         return self._call(
-            what,
-            lambda: self._custom.create_cluster_custom_object(
-                kind.group, kind.version, kind.plural, body, **self._opts()
-            ),
+            f"create {kind.kind} {meta.get('name')}",
+            lambda: self._request("POST", path, body=body),
         )
 
     def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
-        what = f"delete {kind.kind} {name}"
         if kind.namespaced:
             assert namespace is not None
-            self._call(
-                what,
-                lambda: self._custom.delete_namespaced_custom_object(
-                    kind.group, kind.version, namespace, kind.plural, name, **self._opts()
-                ),
-            )
-        else:
-            self._call(
-                what,
-                lambda: self._custom.delete_cluster_custom_object(
-                    kind.group, kind.version, kind.plural, name, **self._opts()
-                ),
-            )
+        path = self._path(kind, namespace, name)
+        self._call(f"delete {kind.kind} {name}", lambda: self._request("DELETE", path))
 
     def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
-        what = f"delete {kind.plural} labelled {label_selector}"
-        if kind.namespaced and namespace:
-            self._call(
-                what,
-                lambda: self._custom.delete_collection_namespaced_custom_object(
-                    kind.group,
-                    kind.version,
-                    namespace,
-                    kind.plural,
-                    label_selector=label_selector,
-                    **self._opts(),
-                ),
-            )
-        else:
-            self._call(
-                what,
-                lambda: self._custom.delete_collection_cluster_custom_object(
-                    kind.group,
-                    kind.version,
-                    kind.plural,
-                    label_selector=label_selector,
-                    **self._opts(),
-                ),
-            )
+        path = self._path(kind, namespace if kind.namespaced else None)
+        self._call(
+            f"delete {kind.plural} labelled {label_selector}",
+            lambda: self._request("DELETE", path, [("labelSelector", label_selector)]),
+        )
 
     def patch_merge(
         self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
     ) -> Obj:
         what = f"patch {kind.kind} {name}" + (f"/{subresource}" if subresource else "")
-        # The client sends custom-object patches as JSON Patch unless told otherwise.
-        opts = {**self._opts(), "_content_type": "application/merge-patch+json"}
         if not kind.namespaced or namespace is None:
             raise ValueError("only namespaced objects are patched")
-        method = (
-            self._custom.patch_namespaced_custom_object_status
-            if subresource == "status"
-            else self._custom.patch_namespaced_custom_object
-        )
+        path = self._path(kind, namespace, name, subresource)
         return self._call(
             what,
-            lambda: method(kind.group, kind.version, namespace, kind.plural, name, patch, **opts),
+            lambda: self._request(
+                "PATCH", path, body=patch, content_type="application/merge-patch+json"
+            ),
         )
 
     def read_secret(self, namespace: str, name: str, key: str) -> bytes:
         secret = self._call(
-            f"get Secret {name}",
-            lambda: self._core.read_namespaced_secret(name, namespace, **self._opts()),
+            f"get Secret {name}", lambda: self._request("GET", self._path(SECRET, namespace, name))
         )
         return _secret_value(secret, name, key)
+
+    def record_event(
+        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
+    ) -> None:
+        # One attempt, no retries: an event is not worth delaying the run for.
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        from worker.events import event_body, reporting_instance
+
+        body = event_body(
+            regarding, event_type, reason, action, note, datetime.now(UTC), reporting_instance()
+        )
+        namespace = body["metadata"]["namespace"]
+        what = f"create Event {reason} in {namespace}"
+        try:
+            self._limiter.acquire()
+            events = client.EventsV1Api(self._api)
+            events.create_namespaced_event(namespace, cast(Any, body), **self._opts())
+        except ApiException as exc:
+            raise _translate(exc, what) from None
+        except Exception as exc:
+            raise ClusterError(f"{what}: {retry.describe(exc)}") from None
 
 
 def _translate(exc: Any, what: str) -> ClusterError:
@@ -413,3 +426,12 @@ class PlanningCluster:
 
     def read_secret(self, namespace: str, name: str, key: str) -> bytes:
         return self._inner.read_secret(namespace, name, key)
+
+    def record_event(
+        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
+    ) -> None:
+        meta = regarding.get("metadata") or {}
+        self._record(
+            f"would record {event_type} event {reason} on {regarding.get('kind')} "
+            f"{meta.get('namespace')}/{meta.get('name')}"
+        )

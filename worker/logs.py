@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Protocol
 
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is context.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -51,8 +52,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class Stream(Protocol):
+    def write(self, data: str, /) -> int: ...
+    def flush(self) -> None: ...
+
+
+def configure(level: str, fmt: str, stream: Stream | None = None) -> None:
+    """Log to ``stream`` (default stderr; a ``progress.StatusLine`` on a terminal)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

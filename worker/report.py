@@ -52,10 +52,17 @@ class LocationReport:
     csi_snapshot_classes: int = 0
     csi_snapshot_contents: int = 0
     orphans_deleted: int = 0
+    orphans_blocked: int = 0  # orphans left in place by the mass-deletion guard
+    mass_deletion_blocked: str = ""  # the guard's reason, "" when it did not trip
     errors: list[ItemFailure] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     status_patched: bool = False
     seconds: float = 0.0
+
+    @property
+    def items_failed(self) -> bool:
+        """Something within a synced location needs attention (exit 3)."""
+        return bool(self.errors or self.mass_deletion_blocked)
 
     @property
     def ran(self) -> bool:
@@ -80,6 +87,8 @@ class LocationReport:
             "csiVolumeSnapshotClassesCreated": self.csi_snapshot_classes,
             "csiVolumeSnapshotContentsCreated": self.csi_snapshot_contents,
             "orphansDeleted": self.orphans_deleted,
+            "orphansBlocked": self.orphans_blocked,
+            "massDeletionBlocked": self.mass_deletion_blocked,
             "errors": [{"object": e.object, "reason": e.reason} for e in self.errors],
             "statusPatched": self.status_patched,
             "plan": self.plan,
@@ -104,10 +113,13 @@ class LocationReport:
             f"CSI classes {self.csi_snapshot_classes}",
             f"CSI contents {self.csi_snapshot_contents}",
             f"orphans {'to delete' if dry_run else 'deleted'} {self.orphans_deleted}",
+            *([f"orphans blocked {self.orphans_blocked}"] if self.mass_deletion_blocked else []),
             f"errors {len(self.errors)}",
             f"{self.seconds:.2f}s",
         ]
         lines = [f"{head}: " + ", ".join(parts)]
+        if self.mass_deletion_blocked:
+            lines.append(f"  blocked: {self.mass_deletion_blocked}")
         lines += [f"  error: {e.object}: {e.reason}" for e in self.errors]
         lines += [f"  plan: {action}" for action in self.plan]
         return "\n".join(lines)
@@ -131,7 +143,7 @@ class RunReport:
             return EXIT_LOCATION_FAILED
         if Outcome.CONFIG_ERROR in outcomes:
             return EXIT_CONFIG
-        if any(loc.errors for loc in self.locations):
+        if any(loc.items_failed for loc in self.locations):
             return EXIT_ITEMS_FAILED
         return EXIT_OK
 

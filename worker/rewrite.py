@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,17 @@ WAITING_PHASES = frozenset(
     }
 )
 ORPHAN_PHASES = frozenset({"Completed", "PartiallyFailed"})
+# The phases in which Velero uploads velero-backup.json. Any other phase in a bucket was not
+# written by Velero and would mislead this cluster's Velero: New (or no phase at all) makes
+# its backup controller *run* the Backup, InProgress gets it marked Failed, Deleting and
+# FailedValidation describe things that never happened here.
+STORED_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"}) | WAITING_PHASES
+
+DNS1123_SUBDOMAIN_MAX = 253
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# Makes a VolumeSnapshotClass the cluster's default for every new VolumeSnapshot: not a
+# decision a bucket gets to make.
+DEFAULT_SNAPSHOT_CLASS_ANNOTATION = "snapshot.storage.kubernetes.io/is-default-class"
 
 
 def valid_label(value: str) -> str:
@@ -74,6 +86,53 @@ def _section(obj: Obj, key: str) -> Obj:
 def _clear_server_fields(meta: Obj) -> None:
     for key in SERVER_OWNED_METADATA:
         meta.pop(key, None)
+    # A finalizer from the bucket would block the deletion of the object here forever (no
+    # controller in this cluster owns it); Velero keeps them, this worker does not.
+    meta.pop("finalizers", None)
+
+
+def invalid_name(name: object) -> str:
+    """Why ``name`` cannot name a Kubernetes object (a DNS-1123 subdomain), or ""."""
+    if name is None or name == "":
+        return "is missing"
+    if not isinstance(name, str):
+        return f"must be a string, not {type(name).__name__}"
+    if len(name) > DNS1123_SUBDOMAIN_MAX:
+        return f"is longer than {DNS1123_SUBDOMAIN_MAX} characters"
+    if not _DNS1123_SUBDOMAIN.fullmatch(name):
+        return (
+            f"{name!r} is not a valid Kubernetes name (lowercase letters, digits, '-' and '.', "
+            f"starting and ending with a letter or digit)"
+        )
+    return ""
+
+
+def shown(name: object, limit: int = 80) -> str:
+    """A name as it may appear in a summary or log line: as is when valid, else quoted and
+    cut (a hostile name can hold newlines or megabytes)."""
+    if isinstance(name, str) and not invalid_name(name):
+        return name
+    text = repr(name)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _require_name(meta: Obj) -> None:
+    """Dependents need their own name: a ``generateName`` alone would make the server invent
+    a new object on every attempt."""
+    problem = invalid_name(meta.get("name"))
+    if problem:
+        raise ValueError(f"metadata.name {problem}")
+
+
+def backup_problem(backup: Obj) -> str:
+    """Why a Backup read from a bucket must not be created in this cluster, or ""."""
+    phase = phase_of(backup)
+    if phase not in STORED_PHASES:
+        return (
+            f"status.phase {phase!r} is not a phase Velero stores in a bucket "
+            f"({', '.join(sorted(STORED_PHASES))}); refusing to create it"
+        )
+    return ""
 
 
 def phase_of(obj: Obj) -> str:
@@ -118,22 +177,41 @@ def backup_for_cluster(backup: Obj, namespace: str, location: str, now: datetime
 def pod_volume_backup_for_cluster(
     pvb: Obj, backup_name: str, backup_uid: str, namespace: str, location: str
 ) -> Obj:
-    """A PodVolumeBackup re-pointed at the Backup just created: owner references of kind
-    Backup with its name get its new UID, and so does the ``velero.io/backup-uid`` label
-    when present."""
+    """A PodVolumeBackup re-pointed at the Backup just created: its owner references of kind
+    Backup get its new UID, and so does the ``velero.io/backup-uid`` label when present.
+    Owner references of other kinds are dropped (Velero keeps them).
+
+    Raises ValueError when it has no valid name, or when its ``velero.io/backup-name`` label
+    or a Backup owner reference names another backup (Velero would create it, and restores
+    of that other backup would then pick it up)."""
     out = copy.deepcopy(pvb)
     meta = _metadata(out)
-    refs = meta.get("ownerReferences")
-    if isinstance(refs, list):
-        for ref in refs:
-            if (
-                isinstance(ref, dict)
-                and ref.get("apiVersion") == VELERO_API_VERSION
-                and ref.get("kind") == "Backup"
-                and ref.get("name") == backup_name
-            ):
-                ref["uid"] = backup_uid
+    _require_name(meta)
     labels = meta.get("labels")
+    owner = labels.get(BACKUP_NAME_LABEL) if isinstance(labels, dict) else None
+    if owner is not None and owner != valid_label(backup_name):
+        raise ValueError(
+            f"belongs to backup {owner!r} (label {BACKUP_NAME_LABEL}), not {backup_name!r}"
+        )
+    refs = meta.get("ownerReferences")
+    kept: list[Obj] = []
+    for ref in refs if isinstance(refs, list) else []:
+        if not (
+            isinstance(ref, dict)
+            and ref.get("apiVersion") == VELERO_API_VERSION
+            and ref.get("kind") == "Backup"
+        ):
+            continue
+        if ref.get("name") != backup_name:
+            raise ValueError(
+                f"belongs to backup {ref.get('name')!r} (ownerReferences), not {backup_name!r}"
+            )
+        ref["uid"] = backup_uid
+        kept.append(ref)
+    if kept:
+        meta["ownerReferences"] = kept
+    else:
+        meta.pop("ownerReferences", None)
     if isinstance(labels, dict) and BACKUP_UID_LABEL in labels:
         labels[BACKUP_UID_LABEL] = backup_uid
     meta["namespace"] = namespace
@@ -143,28 +221,43 @@ def pod_volume_backup_for_cluster(
 
 
 def snapshot_class_for_cluster(vsclass: Obj) -> Obj:
-    """A VolumeSnapshotClass as stored, minus server-owned fields (cluster-scoped)."""
+    """A VolumeSnapshotClass as stored, minus server-owned fields, owner references and the
+    default-class annotation (cluster-scoped). Raises ValueError without a valid name."""
     out = copy.deepcopy(vsclass)
     meta = _metadata(out)
+    _require_name(meta)
     meta.pop("namespace", None)
+    meta.pop("ownerReferences", None)
     _clear_server_fields(meta)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(DEFAULT_SNAPSHOT_CLASS_ANNOTATION, None)
     return out
 
 
-def static_snapshot_content(content: Obj) -> Obj:
+def static_snapshot_content(content: Obj, backup_name: str | None = None) -> Obj:
     """A VolumeSnapshotContent made static: its source is the snapshot handle, and its
     VolumeSnapshot reference points at a placeholder that does not exist (``ns-<uid>`` /
     ``name-<uid>``), so external-snapshotter treats it as deletable by its policy.
 
-    Raises ValueError when the stored object has no ``status.snapshotHandle`` or uid.
+    Raises ValueError when the stored object has no valid name, no ``status.snapshotHandle``
+    or uid, or (given ``backup_name``) is labelled with another backup.
     """
     out = copy.deepcopy(content)
     meta = _metadata(out)
+    _require_name(meta)
+    labels = meta.get("labels")
+    owner = labels.get(BACKUP_NAME_LABEL) if isinstance(labels, dict) else None
+    if backup_name is not None and owner is not None and owner != valid_label(backup_name):
+        raise ValueError(
+            f"belongs to backup {owner!r} (label {BACKUP_NAME_LABEL}), not {backup_name!r}"
+        )
     uid = meta.get("uid")
-    handle = (out.get("status") or {}).get("snapshotHandle")
+    status = out.get("status")
+    handle = status.get("snapshotHandle") if isinstance(status, dict) else None
     if not handle:
         raise ValueError("has no status.snapshotHandle")
-    if not uid:
+    if not uid or not isinstance(uid, str):
         raise ValueError("has no metadata.uid")
     spec = _section(out, "spec")
     spec["source"] = {"snapshotHandle": handle}
@@ -175,5 +268,6 @@ def static_snapshot_content(content: Obj) -> Obj:
         "name": f"name-{uid}",
     }
     meta.pop("namespace", None)
+    meta.pop("ownerReferences", None)
     _clear_server_fields(meta)
     return out

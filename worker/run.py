@@ -13,7 +13,11 @@ from typing import Any
 
 from worker.cluster import BACKUP_STORAGE_LOCATION, Cluster, KubeCluster, PlanningCluster
 from worker.errors import ClusterError, ConfigError, LocationError, NotFound
+from worker.events import record_location_events
+from worker.guard import MassDeletionGuard
 from worker.locations import due_check, name_of, order_default_first, selected
+from worker.metrics import push_metrics
+from worker.progress import Progress, ProgressFactory
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
 from worker.settings import Settings
 from worker.storage import ObjectStore
@@ -49,6 +53,7 @@ def run(
     cluster: Cluster | None = None,
     open_store: StoreOpener = open_location_store,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: ProgressFactory = Progress,
 ) -> RunReport:
     """One sync run; never raises for expected failures, they end up in the report."""
     started = time.monotonic()
@@ -66,7 +71,7 @@ def run(
                 policy=settings.retry,
             )
             cluster = owned
-        _run_locations(settings, cluster, report, open_store, now)
+        _run_locations(settings, cluster, report, open_store, now, progress)
     except ConfigError as exc:
         report.error, report.error_exit_code = str(exc), EXIT_CONFIG
     except ClusterError as exc:
@@ -75,6 +80,8 @@ def run(
         if owned is not None:
             owned.close()
         report.seconds = time.monotonic() - started
+    if settings.pushgateway_url and not settings.dry_run:
+        push_metrics(settings.pushgateway_url, report, time.time(), settings.request_timeout)
     return report
 
 
@@ -84,6 +91,7 @@ def _run_locations(
     report: RunReport,
     open_store: StoreOpener,
     now: Callable[[], datetime],
+    progress: ProgressFactory,
 ) -> None:
     locations = list(cluster.list(BACKUP_STORAGE_LOCATION, settings.namespace))
     missing = sorted(settings.locations - {name_of(loc) for loc in locations})
@@ -106,13 +114,26 @@ def _run_locations(
                 due = due_check(location, settings.default_sync_period, started, settings.force)
             except ConfigError as exc:
                 loc_report.fail(Outcome.CONFIG_ERROR, str(exc))
+                _record_events(settings, cluster, location, loc_report)
                 continue
             if not due.due:
                 disabled = due.reason.startswith("sync disabled")
                 loc_report.fail(Outcome.DISABLED if disabled else Outcome.NOT_DUE, due.reason)
                 log.info("location skipped", extra={"location": loc_report.name, "why": due.reason})
                 continue
-            _sync_one(settings, cluster, location, loc_report, Path(workdir), open_store, now)
+            _sync_one(
+                settings, cluster, location, loc_report, Path(workdir), open_store, now, progress
+            )
+            _record_events(settings, cluster, location, loc_report)
+
+
+def _record_events(
+    settings: Settings, cluster: Cluster, location: dict[str, Any], report: LocationReport
+) -> None:
+    """Events on the location, except in a dry run: it writes nothing, and its plan is
+    about Velero's objects."""
+    if not settings.dry_run:
+        record_location_events(cluster, location, report)
 
 
 def _sync_one(
@@ -123,6 +144,7 @@ def _sync_one(
     workdir: Path,
     open_store: StoreOpener,
     now: Callable[[], datetime],
+    progress: ProgressFactory,
 ) -> None:
     started = time.monotonic()
     ctx = {"location": report.name}
@@ -135,6 +157,15 @@ def _sync_one(
             # A missing credential Secret is a configuration error (exit 2), not an outage.
             raise ConfigError(
                 f"spec.credential: Secret {name!r} not found in namespace {settings.namespace}"
+            ) from None
+        except ClusterError as exc:
+            if exc.status != 403:
+                raise
+            # So is one this worker may not read: retrying the job cannot help, RBAC can.
+            raise ConfigError(
+                f"spec.credential: not allowed to read Secret {name!r} in namespace "
+                f"{settings.namespace} (the chart grants it when the Secret is listed in "
+                f"credentials.locationSecrets)"
             ) from None
 
     try:
@@ -152,6 +183,12 @@ def _sync_one(
         csi=settings.csi_enabled,
         concurrency=settings.concurrency,
         now=now,
+        progress=progress,
+        guard=MassDeletionGuard(
+            share=settings.mass_orphan_share,
+            floor=settings.mass_orphan_floor,
+            allow=settings.allow_mass_orphan_deletion,
+        ),
     )
     try:
         sync_location(location, backup_store, target, options, report)

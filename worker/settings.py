@@ -100,6 +100,11 @@ class Settings:
     retry: RetryPolicy = field(default=DEFAULT_POLICY)
     log_level: str = "info"
     log_format: str = "text"
+    # Mass-deletion guard (worker.guard): see --mass-orphan-share / --mass-orphan-floor.
+    mass_orphan_share: float = 0.5
+    mass_orphan_floor: int = 10
+    allow_mass_orphan_deletion: bool = False
+    pushgateway_url: str | None = None
 
     @property
     def csi_enabled(self) -> bool:

@@ -29,7 +29,9 @@ from worker.cluster import (
     Cluster,
 )
 from worker.errors import AlreadyExists, ClusterError, ItemError, NotFound, StoreError
+from worker.guard import DEFAULT_GUARD, MassDeletionGuard
 from worker.locations import name_of
+from worker.progress import Progress, ProgressFactory
 from worker.report import (
     SKIP_ALREADY_EXISTS,
     SKIP_NO_METADATA,
@@ -52,6 +54,8 @@ class SyncOptions:
     csi: bool
     concurrency: int
     now: Callable[[], datetime]
+    guard: MassDeletionGuard = DEFAULT_GUARD
+    progress: ProgressFactory = Progress
 
 
 @dataclass(slots=True)
@@ -103,8 +107,11 @@ def sync_location(
         log.info("backups to sync into the cluster", extra={**ctx, "count": len(to_sync)})
 
     syncer = _BackupSyncer(location_name, store, cluster, options)
+    progress = options.progress(location_name, len(to_sync))
     for outcome in bounded_map(syncer.sync, to_sync, options.concurrency):
         _fold(report, outcome)
+        progress.advance()
+    progress.finish()
 
     _delete_orphans(location_name, existing, in_store, cluster, options, report)
 
@@ -166,6 +173,12 @@ class _BackupSyncer:
         return f"Backup {self._options.namespace}/{name}"
 
     def _sync(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
+        problem = rewrite.invalid_name(name)
+        if problem:  # never read, let alone create, what no Backup can be named
+            outcome.errors.append(
+                ItemFailure(f"backup folder {rewrite.shown(name)}", f"folder name {problem}")
+            )
+            return
         try:
             stored = self._store.backup_metadata(name)
         except (ItemError, StoreError) as exc:
@@ -186,6 +199,10 @@ class _BackupSyncer:
                     f"metadata.name {stored_name!r} does not match its folder {name!r}",
                 )
             )
+            return
+        problem = rewrite.backup_problem(stored)
+        if problem:
+            outcome.errors.append(ItemFailure(self._ref(name), problem))
             return
         now = self._options.now()
         if rewrite.waiting_and_unexpired(stored, now):
@@ -217,17 +234,23 @@ class _BackupSyncer:
 
     def _owner_references(self, backup: Obj, ctx: dict[str, str]) -> list[Obj]:
         """Keep a Schedule reference only when that Schedule exists here with the same UID
-        (a lookup error drops it too, as Velero's UID comparison does); keep others."""
+        (a lookup error drops it too, as Velero's UID comparison does). References to other
+        kinds are dropped: Velero keeps them, but nothing but a Schedule owns a Backup, and a
+        foreign owner would let the garbage collector delete it or block its owner."""
         kept: list[Obj] = []
-        for ref in backup["metadata"].get("ownerReferences") or []:
+        refs = backup["metadata"].get("ownerReferences")
+        for ref in refs if isinstance(refs, list) else []:
             if not isinstance(ref, dict):
                 continue
-            if ref.get("kind") != "Schedule":
+            if ref.get("kind") != "Schedule" or ref.get("apiVersion") != rewrite.VELERO_API_VERSION:
                 log.warning(
-                    "cannot check owner reference of unknown kind, keeping it",
-                    extra={**ctx, "kind": str(ref.get("kind"))},
+                    "removing owner reference of a kind that cannot own a Backup",
+                    extra={
+                        **ctx,
+                        "kind": str(ref.get("kind")),
+                        "apiVersion": str(ref.get("apiVersion")),
+                    },
                 )
-                kept.append(ref)
                 continue
             actual = self._schedule_uid(str(ref.get("name", "")), ctx)
             if actual is None:
@@ -279,10 +302,18 @@ class _BackupSyncer:
             outcome.errors.append(ItemFailure(f"pod volume backups of {name}", str(exc)))
             return
         for pvb in stored:
-            obj = rewrite.pod_volume_backup_for_cluster(
-                pvb, name, uid, self._options.namespace, self._location
-            )
-            ref = f"PodVolumeBackup {self._options.namespace}/{obj['metadata'].get('name')}"
+            pvb_name = rewrite.shown(pvb["metadata"].get("name"))
+            ref = f"PodVolumeBackup {self._options.namespace}/{pvb_name}"
+            try:
+                obj = rewrite.pod_volume_backup_for_cluster(
+                    pvb, name, uid, self._options.namespace, self._location
+                )
+            except ValueError as exc:
+                log.error(
+                    "refusing pod volume backup", extra={**ctx, "object": ref, "error": str(exc)}
+                )
+                outcome.errors.append(ItemFailure(ref, str(exc)))
+                continue
             if self._create(POD_VOLUME_BACKUP, obj, ref, outcome, ctx):
                 outcome.pod_volume_backups += 1
 
@@ -293,8 +324,12 @@ class _BackupSyncer:
             outcome.errors.append(ItemFailure(f"CSI snapshot classes of {name}", str(exc)))
             classes = []
         for vsclass in classes:
-            obj = rewrite.snapshot_class_for_cluster(vsclass)
-            ref = f"VolumeSnapshotClass {obj['metadata'].get('name')}"
+            ref = f"VolumeSnapshotClass {rewrite.shown(vsclass['metadata'].get('name'))}"
+            try:
+                obj = rewrite.snapshot_class_for_cluster(vsclass)
+            except ValueError as exc:
+                outcome.errors.append(ItemFailure(ref, str(exc)))
+                continue
             if self._create(VOLUME_SNAPSHOT_CLASS, obj, ref, outcome, ctx):
                 outcome.csi_snapshot_classes += 1
         try:
@@ -303,9 +338,9 @@ class _BackupSyncer:
             outcome.errors.append(ItemFailure(f"CSI snapshot contents of {name}", str(exc)))
             contents = []
         for content in contents:
-            ref = f"VolumeSnapshotContent {content['metadata'].get('name')}"
+            ref = f"VolumeSnapshotContent {rewrite.shown(content['metadata'].get('name'))}"
             try:
-                obj = rewrite.static_snapshot_content(content)
+                obj = rewrite.static_snapshot_content(content, name)
             except ValueError as exc:
                 outcome.errors.append(ItemFailure(ref, str(exc)))
                 continue
@@ -367,7 +402,10 @@ def _delete_orphans(
             log.error("cannot list Backups; deleting no orphans", extra={**ctx, "error": str(exc)})
             report.errors.append(ItemFailure(f"Backups of location {location}", str(exc)))
             return
-    for name in orphans_of(location, existing, in_store):
+    orphans = orphans_of(location, existing, in_store)
+    if _mass_deletion_blocked(location, existing, orphans, options.guard, report):
+        return
+    for name in orphans:
         bctx = {**ctx, "backup": name}
         try:
             cluster.delete(BACKUP, name, options.namespace)
@@ -381,6 +419,28 @@ def _delete_orphans(
         log.info("deleted orphaned backup (not in the backup store)", extra=bctx)
         if options.csi:
             _delete_csi_snapshots(name, cluster, report, bctx)
+
+
+def _mass_deletion_blocked(
+    location: str,
+    existing: list[ClusterBackup],
+    orphans: list[str],
+    guard: MassDeletionGuard,
+    report: LocationReport,
+) -> bool:
+    """Apply the mass-deletion guard to this location's orphans; True when it blocks."""
+    label = rewrite.valid_label(location)
+    location_backups = sum(1 for b in existing if b.location_label == label)
+    ctx = {"location": location, "orphans": len(orphans), "locationBackups": location_backups}
+    reason = guard.blocked_reason(len(orphans), location_backups)
+    if reason:
+        log.error("mass deletion guard: deleting no orphaned backups", extra={**ctx, "why": reason})
+        report.orphans_blocked = len(orphans)
+        report.mass_deletion_blocked = reason
+        return True
+    if guard.trips(len(orphans), location_backups):
+        log.warning("deleting a mass of orphaned backups, as allowed by the operator", extra=ctx)
+    return False
 
 
 def _delete_csi_snapshots(

@@ -13,9 +13,10 @@ import gzip
 import itertools
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-from worker.cluster import Kind
+from worker.cluster import SECRET, Kind
 from worker.errors import (
     AlreadyExists,
     ClusterError,
@@ -24,6 +25,7 @@ from worker.errors import (
     ObjectTooLarge,
     StoreError,
 )
+from worker.events import event_body
 
 Obj = dict[str, Any]
 
@@ -50,6 +52,7 @@ class FakeCluster:
         self.fail_on: dict[tuple[str, str], ClusterError] = {}  # (verb, plural or name)
         self._uids = itertools.count(1)
         self.status_subresource = False  # BSL status subresource, as some CRDs have
+        self.events: list[Obj] = []  # events.k8s.io/v1 bodies, as KubeCluster would send
 
     # -- helpers for tests ----------------------------------------------------------------
 
@@ -143,8 +146,19 @@ class FakeCluster:
             self.writes.append(("patch", kind.plural, name))
         return copy.deepcopy(obj)
 
+    def record_event(
+        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
+    ) -> None:
+        self.calls.append(("create", "events"))
+        if ("create", "events") in self.fail_on:
+            raise self.fail_on[("create", "events")]
+        now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+        self.events.append(
+            event_body(regarding, event_type, reason, action, note, now, "test-instance")
+        )
+
     def read_secret(self, namespace: str, name: str, key: str) -> bytes:
-        self.calls.append(("get", "secrets"))
+        self._check("get", SECRET, name)
         data = self.secrets.get((namespace, name))
         if data is None:
             raise NotFound(f"secret {name} not found", 404)

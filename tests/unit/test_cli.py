@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,12 +26,12 @@ class Recorder:
         self.logging: list[tuple[str, str]] = []
         self.report = report or RunReport(namespace="velero")
 
-    def run(self, settings: Settings) -> RunReport:
+    def run(self, settings: Settings, **_wiring: Any) -> RunReport:
         self.settings.append(settings)
         self.report.namespace = settings.namespace
         return self.report
 
-    def configure(self, level: str, fmt: str) -> None:
+    def configure(self, level: str, fmt: str, stream: object = None) -> None:
         self.logging.append((level, fmt))
 
 

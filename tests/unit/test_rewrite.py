@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -194,18 +195,153 @@ def test_pvb_uid_label_not_added_when_absent() -> None:
     assert rewrite.BACKUP_UID_LABEL not in out["metadata"]["labels"]
 
 
-def test_pvb_owner_refs_of_other_backups_or_kinds_untouched() -> None:
+def test_pvb_owner_refs_of_other_kinds_dropped() -> None:
+    # Deviation from Velero, which keeps them: nothing but its Backup owns a PVB.
     stored = stored_pvb("p", "nightly")
-    other_backup = {"apiVersion": "velero.io/v1", "kind": "Backup", "name": "other", "uid": "o"}
     other_group = {"apiVersion": "example.com/v1", "kind": "Backup", "name": "nightly", "uid": "g"}
     other_kind = {"apiVersion": "velero.io/v1", "kind": "Schedule", "name": "nightly", "uid": "s"}
-    stored["metadata"]["ownerReferences"] += [other_backup, other_group, other_kind]
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "name": "kube-system", "uid": "n"}
+    stored["metadata"]["ownerReferences"] += [other_group, other_kind, namespace, "junk"]
 
     out = pod_volume_backup_for_cluster(stored, "nightly", "new-uid", NS, "loc")
 
     refs = out["metadata"]["ownerReferences"]
-    assert refs[0]["uid"] == "new-uid"
-    assert refs[1:] == [other_backup, other_group, other_kind]
+    assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [("Backup", "nightly", "new-uid")]
+
+
+def test_pvb_without_any_backup_owner_has_no_owner_refs() -> None:
+    stored = stored_pvb("p", "nightly")
+    stored["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "x"}]
+    out = pod_volume_backup_for_cluster(stored, "nightly", "new-uid", NS, "loc")
+    assert "ownerReferences" not in out["metadata"]
+
+
+@pytest.mark.parametrize("how", ["owner-ref", "label"])
+def test_pvb_of_another_backup_refused(how: str) -> None:
+    stored = stored_pvb("p", "nightly")
+    if how == "owner-ref":
+        stored["metadata"]["ownerReferences"].append(
+            {"apiVersion": "velero.io/v1", "kind": "Backup", "name": "other", "uid": "o"}
+        )
+    else:
+        stored["metadata"]["labels"]["velero.io/backup-name"] = "other"
+    with pytest.raises(ValueError, match="belongs to backup 'other'"):
+        pod_volume_backup_for_cluster(stored, "nightly", "new-uid", NS, "loc")
+
+
+@pytest.mark.parametrize("name", [None, "", "Upper", "a_b", "x" * 254, 7, "-lead"])
+def test_dependents_need_a_valid_name(name: Any) -> None:
+    pvb = stored_pvb("p", "nightly")
+    vsclass = stored_vsclass("c")
+    content = stored_vscontent("c", "nightly")
+    for obj in (pvb, vsclass, content):
+        obj["metadata"]["name"] = name
+        obj["metadata"]["generateName"] = "gen-"
+    with pytest.raises(ValueError, match=r"metadata\.name"):
+        pod_volume_backup_for_cluster(pvb, "nightly", "u", NS, "loc")
+    with pytest.raises(ValueError, match=r"metadata\.name"):
+        snapshot_class_for_cluster(vsclass)
+    with pytest.raises(ValueError, match=r"metadata\.name"):
+        static_snapshot_content(content)
+
+
+def test_finalizers_stripped_from_everything_created() -> None:
+    backup = stored_backup("b")
+    pvb = stored_pvb("p", "b")
+    vsclass = stored_vsclass("c")
+    content = stored_vscontent("c", "b")
+    for obj in (backup, pvb, vsclass, content):
+        obj["metadata"]["finalizers"] = ["example.com/never-let-go"]
+    outs = [
+        backup_for_cluster(backup, NS, "loc", NOW),
+        pod_volume_backup_for_cluster(pvb, "b", "u", NS, "loc"),
+        snapshot_class_for_cluster(vsclass),
+        static_snapshot_content(content, "b"),
+    ]
+    for out in outs:
+        assert "finalizers" not in out["metadata"]
+
+
+def test_snapshot_class_cannot_become_the_default() -> None:
+    stored = stored_vsclass("c")
+    stored["metadata"]["annotations"] = {
+        "snapshot.storage.kubernetes.io/is-default-class": "true",
+        "keep": "me",
+    }
+    stored["metadata"]["ownerReferences"] = [{"kind": "Namespace", "name": "kube-system"}]
+    out = snapshot_class_for_cluster(stored)
+    assert out["metadata"]["annotations"] == {"keep": "me"}
+    assert "ownerReferences" not in out["metadata"]
+
+
+def test_snapshot_content_of_another_backup_refused() -> None:
+    content = stored_vscontent("c", "other")
+    with pytest.raises(ValueError, match="belongs to backup 'other'"):
+        static_snapshot_content(content, "mine")
+    assert static_snapshot_content(content, "other")["metadata"]["name"] == "c"
+
+
+@pytest.mark.parametrize("status", [None, [], "x", {"snapshotHandle": ""}])
+def test_snapshot_content_with_odd_status_refused(status: Any) -> None:
+    content = stored_vscontent("c", "b")
+    content["status"] = status
+    with pytest.raises(ValueError, match="snapshotHandle"):
+        static_snapshot_content(content)
+
+
+@pytest.mark.parametrize(
+    ("phase", "problem"),
+    [
+        ("Completed", False),
+        ("PartiallyFailed", False),
+        ("Failed", False),
+        ("WaitingForPluginOperations", False),
+        ("FinalizingPartiallyFailed", False),
+        ("New", True),  # Velero's backup controller would run it
+        ("", True),  # so would it with no phase
+        ("InProgress", True),
+        ("FailedValidation", True),
+        ("Deleting", True),
+        ("Bogus", True),
+    ],
+)
+def test_backup_problem_by_phase(phase: str, problem: bool) -> None:
+    assert bool(rewrite.backup_problem(stored_backup("b", phase=phase))) is problem
+
+
+def test_backup_problem_without_status() -> None:
+    backup = stored_backup("b")
+    backup["status"] = None
+    assert "status.phase ''" in rewrite.backup_problem(backup)
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("nightly-20260101", True),
+        ("a.b-c", True),
+        ("a" * 253, True),
+        ("a" * 254, False),
+        ("UPPER", False),
+        ("with space", False),
+        ("..", False),
+        ("a\nb", False),
+        ("ünïcode", False),
+        ("-x", False),
+        ("x-", False),
+        ("", False),
+    ],
+)
+def test_invalid_name(name: str, ok: bool) -> None:
+    assert (rewrite.invalid_name(name) == "") is ok
+
+
+def test_shown_quotes_and_cuts_hostile_names() -> None:
+    assert rewrite.shown("fine-name") == "fine-name"
+    assert rewrite.shown("a\nb") == "'a\\nb'"
+    long = rewrite.shown("X" * 10_000)
+    assert len(long) <= 82 and long.endswith("…")
+    assert rewrite.shown(None) == "None"
 
 
 # -- CSI ---------------------------------------------------------------------------------------

@@ -523,3 +523,28 @@ def test_concurrency_setting_runs_a_location_in_parallel() -> None:
     assert report.exit_code == 0
     assert len(world.cluster.of(BACKUP, NS)) == 20
     assert len(world.cluster.of(POD_VOLUME_BACKUP, NS)) == 20
+
+
+def test_forbidden_credential_secret_is_config_error_naming_the_fix() -> None:
+    loc = bsl("a")
+    loc["spec"]["credential"] = {"name": "cloud-credentials", "key": "cloud"}
+    world = World(loc)
+    world.cluster.fail_on[("get", "cloud-credentials")] = ClusterError("forbidden", 403)
+
+    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+
+    assert report.exit_code == 2
+    assert report.locations[0].outcome == Outcome.CONFIG_ERROR
+    assert "not allowed to read Secret 'cloud-credentials'" in report.locations[0].reason
+
+
+def test_unavailable_credential_secret_fails_the_location() -> None:
+    loc = bsl("a")
+    loc["spec"]["credential"] = {"name": "cloud-credentials", "key": "cloud"}
+    world = World(loc)
+    world.cluster.fail_on[("get", "cloud-credentials")] = ClusterError("unavailable", 503)
+
+    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+
+    assert report.exit_code == 1
+    assert report.locations[0].outcome == Outcome.FAILED

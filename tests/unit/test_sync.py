@@ -312,14 +312,24 @@ def test_schedule_lookup_error_drops_ref() -> None:
     assert "ownerReferences" not in env.backups()["b1"]["metadata"]
 
 
-def test_non_schedule_ref_kept_without_lookup() -> None:
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"apiVersion": "example.com/v1", "kind": "Thing", "name": "t", "uid": "t-uid"},
+        {"apiVersion": "v1", "kind": "Namespace", "name": "kube-system", "uid": "n"},
+        {"apiVersion": "apps/v1", "kind": "Schedule", "name": "daily", "uid": "sched-uid"},
+    ],
+)
+def test_non_schedule_ref_dropped_without_lookup(ref: dict[str, Any]) -> None:
+    # Deviation from Velero, which keeps references it cannot check.
     env = Env()
-    ref = {"apiVersion": "example.com/v1", "kind": "Thing", "name": "t", "uid": "t-uid"}
+    env.cluster.add(SCHEDULE, schedule("daily", "sched-uid"))
     env.bucket.put_backup(stored_backup("b1", owner_refs=[ref]))
 
-    env.sync()
+    report = env.sync()
 
-    assert env.backups()["b1"]["metadata"]["ownerReferences"] == [ref]
+    assert report.created == 1
+    assert "ownerReferences" not in env.backups()["b1"]["metadata"]
     assert ("get", "schedules") not in env.cluster.calls
 
 
@@ -338,7 +348,7 @@ def test_mixed_refs_filtered_individually_in_order() -> None:
 
     env.sync()
 
-    assert env.backups()["b1"]["metadata"]["ownerReferences"] == [thing, schedule_ref("keep", "k")]
+    assert env.backups()["b1"]["metadata"]["ownerReferences"] == [schedule_ref("keep", "k")]
 
 
 def test_schedule_lookups_cached_per_location() -> None:
@@ -465,7 +475,7 @@ def test_unexpected_error_costs_one_backup() -> None:
 
 def test_pvbs_rewritten_to_new_backup_uid() -> None:
     env = Env(location_name="secondary")
-    other_ref = {"apiVersion": "velero.io/v1", "kind": "Backup", "name": "other", "uid": "o-uid"}
+    other_ref = {"apiVersion": "example.com/v1", "kind": "Thing", "name": "t", "uid": "t-uid"}
     p1 = stored_pvb("p1", "b1")
     p2 = stored_pvb("p2", "b1", with_uid_label=False)
     p2["metadata"]["ownerReferences"].append(other_ref)
@@ -488,7 +498,9 @@ def test_pvbs_rewritten_to_new_backup_uid() -> None:
         assert pvb["spec"]["backupStorageLocation"] == "secondary"
     assert pvbs["p1"]["metadata"]["labels"]["velero.io/backup-uid"] == new_uid
     assert "velero.io/backup-uid" not in pvbs["p2"]["metadata"]["labels"]
-    assert pvbs["p2"]["metadata"]["ownerReferences"][1] == other_ref
+    assert pvbs["p2"]["metadata"]["ownerReferences"] == [
+        pvbs["p1"]["metadata"]["ownerReferences"][0]
+    ]
 
 
 def test_pvbs_of_each_backup_get_their_own_backup_uid() -> None:
@@ -876,24 +888,30 @@ def test_bounded_map_empty() -> None:
 
 
 class _Response:
-    def __init__(self, body: Obj) -> None:
-        self.data = json.dumps(body).encode()
+    """What ``ApiClient.call_api`` returns (a ``rest.RESTResponse``), as far as used."""
+
+    def __init__(self, body: Obj, status: int = 200) -> None:
+        self.status = status
+        self._data = json.dumps(body).encode()
+
+    def read(self) -> bytes:
+        return self._data
 
 
-class RecordingCustomObjects:
-    """Stands in for kubernetes' CustomObjectsApi; the API server keeps status or not."""
+class RecordingApiServer:
+    """Stands in for ``ApiClient.call_api``; the API server keeps status or not."""
 
     def __init__(self, keeps_status: bool) -> None:
         self.keeps_status = keeps_status
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.calls: list[tuple[str, str, dict[str, Any], Any, Any]] = []
 
-    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> _Response:
-        self.calls.append(("main", args, kwargs))
-        return _Response(args[5] if self.keeps_status else {"status": {}})
-
-    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> _Response:
-        self.calls.append(("status", args, kwargs))
-        return _Response(args[5])
+    def call_api(
+        self, method: str, url: str, headers: Any, body: Any, post: Any, **kwargs: Any
+    ) -> _Response:
+        self.calls.append((method, url, headers, body, kwargs.get("_request_timeout")))
+        if url.endswith("/status") or self.keeps_status:
+            return _Response(body)
+        return _Response({"status": {}})
 
 
 @pytest.mark.parametrize("keeps_status", [True, False], ids=["no-subresource", "subresource"])
@@ -905,16 +923,19 @@ def test_kube_cluster_sends_a_merge_patch(keeps_status: bool) -> None:
     from worker.retry import RetryPolicy
     from worker.sync import patch_last_synced
 
-    kube = KubeCluster(client.ApiClient(), TokenBucket(0, 1), 5.0, RetryPolicy(attempts=1))
-    custom = RecordingCustomObjects(keeps_status)
-    kube._custom = custom
+    api = client.ApiClient()
+    server = RecordingApiServer(keeps_status)
+    api.call_api = server.call_api  # type: ignore[method-assign]
+    kube = KubeCluster(api, TokenBucket(0, 1), 5.0, RetryPolicy(attempts=1))
 
     patch_last_synced(kube, "default", NS, NOW_STAMP)
 
     patch = {"status": {"lastSyncedTime": "2026-03-01T12:00:00Z"}}
-    args = ("velero.io", "v1", NS, "backupstoragelocations", "default", patch)
-    expected = [("main", args)] + ([] if keeps_status else [("status", args)])
-    assert [(which, a) for which, a, _ in custom.calls] == expected
-    for _, _, kwargs in custom.calls:
-        assert kwargs["_content_type"] == "application/merge-patch+json"
-        assert kwargs["_request_timeout"] == 5.0
+    path = f"/apis/velero.io/v1/namespaces/{NS}/backupstoragelocations/default"
+    expected = [path] + ([] if keeps_status else [f"{path}/status"])
+    assert [url.removeprefix(api.configuration.host) for _, url, *_ in server.calls] == expected
+    for method, _, headers, body, timeout in server.calls:
+        assert method == "PATCH"
+        assert headers["Content-Type"] == "application/merge-patch+json"
+        assert body == patch
+        assert timeout == 5.0

@@ -21,6 +21,13 @@ MiB = 1024 * 1024
 MAX_METADATA_BYTES = 8 * MiB  # velero-backup.json; real ones are a few KiB
 MAX_GZIP_BYTES = 32 * MiB  # a compressed list as stored
 MAX_DECOMPRESSED_BYTES = 128 * MiB  # the same list decompressed (gzip bombs stop here)
+# Python's parse of JSON costs ~100 bytes per object or array whatever their size, so a
+# byte cap alone does not bound memory: 128 MiB of "[{},{},…]" would take gigabytes. Real
+# files hold ~10 containers per item (a pod volume backup) or ~50 (a Backup).
+MAX_JSON_CONTAINERS = 1_000_000
+MAX_LIST_ITEMS = 100_000  # items in one list file: each is an API create
+MAX_GZIP_MEMBERS = 100  # Velero writes one; thousands of tiny members only burn CPU
+_GZIP_CHUNK = 64 * 1024
 
 BACKUP_API_VERSION = "velero.io/v1"
 
@@ -61,10 +68,13 @@ class BackupStore:
         data = self._store.get(key, MAX_METADATA_BYTES)
         if data is None:
             return None
+        _check_containers(data, key)
         try:
             backup = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ItemError(f"{key}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ItemError(f"{key}: JSON nested too deeply") from None
         if not isinstance(backup, dict):
             raise ItemError(f"{key}: expected a JSON object, got {type(backup).__name__}")
         kind, api_version = backup.get("kind"), backup.get("apiVersion")
@@ -93,39 +103,70 @@ class BackupStore:
         if data is None:
             return []
         text = gunzip(data, MAX_DECOMPRESSED_BYTES, key)
+        _check_containers(text, key)
         try:
             value, _ = json.JSONDecoder().raw_decode(text.decode("utf-8").lstrip())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ItemError(f"{key}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ItemError(f"{key}: JSON nested too deeply") from None
         if value is None:
             return []
         if not isinstance(value, list):
             raise ItemError(f"{key}: expected a JSON list, got {type(value).__name__}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ItemError(f"{key}: more than {MAX_LIST_ITEMS} items ({len(value)})")
         for index, item in enumerate(value):
             if not isinstance(item, dict) or not isinstance(item.get("metadata"), dict):
                 raise ItemError(f"{key}: item {index} is not an object with metadata")
         return value
 
 
+def _check_containers(data: bytes, key: str) -> None:
+    """Refuse, before parsing, JSON with more objects and arrays than MAX_JSON_CONTAINERS
+    (an upper bound: brackets inside strings count too)."""
+    containers = data.count(b"{") + data.count(b"[")
+    if containers > MAX_JSON_CONTAINERS:
+        raise ItemError(
+            f"{key}: more than {MAX_JSON_CONTAINERS} JSON objects and arrays ({containers})"
+        )
+
+
 def gunzip(data: bytes, limit: int, key: str) -> bytes:
-    """Decompress gzip (all members, as Go's gzip reader does) up to ``limit`` bytes.
+    """Decompress gzip (several members, as Go's gzip reader does, up to MAX_GZIP_MEMBERS)
+    up to ``limit`` bytes. Input goes in by chunks, so what is left after a member is never
+    the whole rest of a large file (copying it for each of many members is quadratic).
 
     Raises ItemError when the data is not gzip, is truncated, or inflates beyond the limit.
     """
     out = bytearray()
-    rest = data
-    while rest:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    view = memoryview(data)
+    pos = 0
+    tail = b""  # input read past the end of the previous member
+    inflater: Any = None
+    members = 0
+    while tail or pos < len(view):
+        if inflater is None:
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise ItemError(f"{key}: more than {MAX_GZIP_MEMBERS} gzip members")
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        if tail:
+            chunk: bytes | memoryview = tail
+            tail = b""
+        else:
+            chunk = view[pos : pos + _GZIP_CHUNK]
+            pos += len(chunk)
         try:
-            chunk = inflater.decompress(rest, limit + 1 - len(out))
+            piece = inflater.decompress(chunk, limit + 1 - len(out))
         except zlib.error as exc:
             raise ItemError(f"{key}: not valid gzip: {exc}") from None
-        out += chunk
-        if len(out) > limit:
+        out += piece
+        if len(out) > limit or inflater.unconsumed_tail:
             raise ItemError(f"{key}: decompresses to more than {limit} bytes")
-        if not inflater.eof:
-            if inflater.unconsumed_tail:
-                raise ItemError(f"{key}: decompresses to more than {limit} bytes")
-            raise ItemError(f"{key}: truncated gzip data")
-        rest = inflater.unused_data
+        if inflater.eof:
+            tail = inflater.unused_data
+            inflater = None
+    if inflater is not None:
+        raise ItemError(f"{key}: truncated gzip data")
     return bytes(out)

@@ -1,0 +1,294 @@
+"""Operator signals: Events on the BackupStorageLocation and Pushgateway metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.unit.fakes import Bucket, FakeCluster, MemoryStore, stored_backup
+from tests.unit.helpers import NOW, NS, bsl, cluster_backup, opener, settings
+from worker import rewrite
+from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, PlanningCluster
+from worker.errors import ClusterError, StoreError
+from worker.events import NOTE_MAX_BYTES, event_body, location_events
+from worker.metrics import push_metrics
+from worker.report import ItemFailure, LocationReport, Outcome, RunReport
+from worker.run import run
+
+Obj = dict[str, Any]
+
+
+class World:
+    """Two locations: ``main`` (default) and ``other``, each with a MemoryStore."""
+
+    def __init__(self) -> None:
+        self.cluster = FakeCluster()
+        self.stores: dict[str, tuple[MemoryStore, str]] = {}
+        for loc in (bsl("main", default=True), bsl("other")):
+            self.cluster.add(BACKUP_STORAGE_LOCATION, loc)
+            self.stores[loc["metadata"]["name"]] = (MemoryStore(), "")
+
+    def bucket(self, name: str) -> Bucket:
+        return Bucket(self.stores[name][0])
+
+    def run(self, **overrides: Any) -> RunReport:
+        return run(settings(**overrides), self.cluster, opener(self.stores), now=lambda: NOW)
+
+    def events(self, location: str) -> list[Obj]:
+        return [e for e in self.cluster.events if e["regarding"]["name"] == location]
+
+    def reasons(self, location: str) -> list[str]:
+        return [e["reason"] for e in self.events(location)]
+
+
+# -- which events -----------------------------------------------------------------------------
+
+
+def test_quiet_run_records_nothing() -> None:
+    world = World()
+    report = world.run()
+    assert report.exit_code == 0
+    assert world.cluster.events == []
+
+
+def test_the_story_of_a_run_on_the_location() -> None:
+    world = World()
+    world.bucket("main").put_backup("b1")
+    world.bucket("main").put_raw("broken", "velero-backup.json", b"{not json")
+    world.cluster.add(BACKUP, cluster_backup("gone", "main"))
+    for i in range(12):
+        world.cluster.add(BACKUP, cluster_backup(f"o{i:02}", "other"))
+
+    report = world.run()
+
+    assert report.exit_code == 3
+    assert world.reasons("main") == ["BackupsSynced", "ItemsFailed", "OrphansDeleted"]
+    assert world.reasons("other") == ["MassDeletionBlocked"]
+    synced, failed, deleted = world.events("main")
+    assert synced["type"] == "Normal" and "created 1 Backups" in synced["note"]
+    assert failed["type"] == "Warning"
+    assert f"1 items failed to sync: Backup {NS}/broken: " in failed["note"]
+    assert "not valid JSON" in failed["note"]
+    assert deleted["type"] == "Normal" and "deleted 1 Backups" in deleted["note"]
+    blocked = world.events("other")[0]
+    assert blocked["type"] == "Warning" and blocked["action"] == "DeleteOrphans"
+    assert "12 of the 12 Backups" in blocked["note"]
+    for event in world.cluster.events:
+        assert event["metadata"]["namespace"] == NS
+        assert event["regarding"]["kind"] == "BackupStorageLocation"
+        assert event["regarding"]["apiVersion"] == "velero.io/v1"
+        assert event["regarding"]["uid"].startswith("uid-")  # kubectl describe matches on it
+        assert event["reportingController"] == "backup-sync"
+
+
+def test_failed_location_event() -> None:
+    world = World()
+    world.stores["main"][0].fail_list = StoreError("list s3://bucket/backups/: AccessDenied")
+    report = world.run()
+    assert report.exit_code == 1
+    [event] = world.events("main")
+    assert (event["type"], event["reason"]) == ("Warning", "SyncFailed")
+    assert "AccessDenied" in event["note"]
+
+
+def test_invalid_configuration_event() -> None:
+    world = World()
+    world.cluster.objects[("backupstoragelocations", NS, "other")]["spec"]["backupSyncPeriod"] = (
+        "soon"
+    )
+    report = world.run()
+    assert report.exit_code == 2
+    [event] = world.events("other")
+    assert event["reason"] == "InvalidConfiguration" and "soon" in event["note"]
+
+
+def test_not_due_location_records_nothing() -> None:
+    world = World()
+    loc = world.cluster.objects[("backupstoragelocations", NS, "other")]
+    loc["status"] = {"lastSyncedTime": "2026-03-01T11:59:59Z"}
+    world.run()
+    assert world.events("other") == []
+
+
+@pytest.mark.parametrize(
+    "error", [ClusterError("403 Forbidden: cannot create events", 403), RuntimeError("bug")]
+)
+def test_event_failures_never_fail_the_run(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World()
+    world.bucket("main").put_backup("b1")
+    world.cluster.fail_on[("create", "events")] = error  # type: ignore[assignment]
+
+    with caplog.at_level(logging.WARNING):
+        report = world.run()
+
+    assert report.exit_code == 0
+    assert report.locations[0].created == 1
+    assert "cannot record event" in caplog.text
+
+
+def test_dry_run_records_no_events() -> None:
+    world = World()
+    world.bucket("main").put_backup("b1")
+    report = world.run(dry_run=True)
+    assert world.cluster.events == []
+    assert not [p for p in report.locations[0].plan if "event" in p]
+
+
+def test_planning_cluster_plans_an_event() -> None:
+    planner = PlanningCluster(FakeCluster())
+    planner.record_event(bsl("main"), "Warning", "ItemsFailed", "Sync", "x")
+    assert planner.actions == [
+        f"would record Warning event ItemsFailed on BackupStorageLocation {NS}/main"
+    ]
+
+
+def test_items_note_names_three_and_counts_the_rest() -> None:
+    report = LocationReport(name="main")
+    report.errors = [ItemFailure(f"Backup velero/b{i}", "broken") for i in range(5)]
+    [event] = location_events(report)
+    assert event.note.count("broken") == 3
+    assert event.note.endswith("and 2 more (see the job's summary)")
+
+
+def test_event_body_within_api_limits() -> None:
+    regarding = bsl("main")
+    regarding["metadata"]["uid"] = "u-1"
+    body = event_body(regarding, "Warning", "R" * 300, "A" * 300, "é" * 5000, NOW, "i" * 300)
+    assert len(body["note"].encode()) <= NOTE_MAX_BYTES
+    assert len(body["reason"]) == len(body["action"]) == len(body["reportingInstance"]) == 128
+    assert body["eventTime"] == "2026-03-01T12:00:00.000000Z"
+    assert body["metadata"]["namespace"] == NS
+    assert re.fullmatch(r"main\.[0-9a-f]+", body["metadata"]["name"])
+    assert not rewrite.invalid_name(body["metadata"]["name"])
+    assert body["regarding"]["uid"] == "u-1"
+
+
+def test_outcomes_map_to_events() -> None:
+    for outcome in (Outcome.NOT_DUE, Outcome.DISABLED):
+        report = LocationReport(name="x", outcome=outcome)
+        assert location_events(report) == []
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+class Gateway:
+    """A stand-in Pushgateway: records each push, answers ``status``."""
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[str, str, str, str]] = []  # method, path, content type, body
+        self.status = 200
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode()
+                gateway.pushes.append(
+                    (self.command, self.path, self.headers.get("Content-Type", ""), body)
+                )
+                self.send_response(gateway.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = _record
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def group(self, path_suffix: str) -> dict[str, float]:
+        """The samples of the push whose path ends with ``path_suffix``."""
+        for method, path, content_type, body in self.pushes:
+            if path.endswith(path_suffix):
+                assert method == "POST"  # pushadd: other groups and metrics survive
+                assert content_type.startswith("text/plain; version=0.0.4")
+                return {
+                    sample.name: sample.value
+                    for family in text_string_to_metric_families(body)
+                    for sample in family.samples
+                }
+        raise AssertionError(f"no push to …{path_suffix}: {[p[1] for p in self.pushes]}")
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway()
+    yield gw
+    gw.close()
+
+
+def test_metrics_pushed_per_location_and_per_run(gateway: Gateway) -> None:
+    world = World()
+    world.bucket("main").put_backup("b1")
+    world.bucket("main").put_backup("b2")
+    world.bucket("main").put_backup(stored_backup("bad", phase="New"))
+    world.cluster.add(BACKUP, cluster_backup("gone", "main"))
+    world.stores["other"][0].fail_list = StoreError("list: boom")
+
+    report = world.run(pushgateway_url=gateway.url)
+
+    assert report.exit_code == 1
+    main = gateway.group(f"/metrics/job/backup-sync/location/main/namespace/{NS}")
+    assert main["backup_sync_backups_created"] == 2
+    assert main["backup_sync_backups_deleted"] == 1
+    assert main["backup_sync_backups_failed"] == 1
+    assert main["backup_sync_orphans_blocked"] == 0
+    assert main["backup_sync_location_last_run_success"] == 0  # an item failed
+    assert main["backup_sync_location_last_success_timestamp_seconds"] > 1.7e9
+    other = gateway.group(f"/metrics/job/backup-sync/location/other/namespace/{NS}")
+    assert other["backup_sync_location_last_run_success"] == 0
+    # a failed location pushes no success time: the gateway keeps the previous one
+    assert "backup_sync_location_last_success_timestamp_seconds" not in other
+    whole = gateway.group(f"/metrics/job/backup-sync/namespace/{NS}")
+    assert whole["backup_sync_last_run_exit_code"] == 1
+    assert whole["backup_sync_run_duration_seconds"] == pytest.approx(report.seconds, abs=0.01)
+    assert len(gateway.pushes) == 3
+
+
+def test_no_push_without_url_or_in_dry_run(gateway: Gateway) -> None:
+    World().run()
+    World().run(dry_run=True, pushgateway_url=gateway.url)
+    assert gateway.pushes == []
+
+
+def test_push_failures_never_fail_the_run(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway.status = 500
+    world = World()
+    world.bucket("main").put_backup("b1")
+    with caplog.at_level(logging.WARNING):
+        report = world.run(pushgateway_url=gateway.url)
+    assert report.exit_code == 0
+    assert "cannot push metrics" in caplog.text
+
+
+def test_unreachable_gateway_is_logged() -> None:
+    report = RunReport(namespace=NS)
+    assert push_metrics("http://127.0.0.1:9", report, 0.0, timeout=2) is False
+
+
+def test_location_name_with_a_slash_survives_the_grouping_key(gateway: Gateway) -> None:
+    report = RunReport(namespace=NS)
+    report.locations.append(LocationReport(name="a/b", created=3))
+    assert push_metrics(gateway.url, report, 1.0, timeout=5) is True
+    paths = [p[1] for p in gateway.pushes]
+    assert f"/metrics/job/backup-sync/location@base64/YS9i/namespace/{NS}" in paths
