@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,9 +29,11 @@ SNAPSHOTS = "/apis/snapshot.storage.k8s.io/v1"
 @dataclass
 class CliResult:
     code: int
-    summary: Obj
+    summary: Obj  # {} for a run with --log-format text
     stdout: str
     stderr: str
+    max_rss_mib: float  # the CLI process's peak memory
+    seconds: float
 
     def location(self, name: str) -> Obj:
         for loc in self.summary["locations"]:
@@ -152,6 +156,8 @@ class SyncEnv:
     # -- the CLI --------------------------------------------------------------------------
 
     def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> CliResult:
+        """``backup-sync`` against this namespace (JSON summary unless ``args`` ask for
+        text), reaped with wait4 for its peak RSS."""
         argv = [
             CLI,
             "--kubeconfig",
@@ -165,19 +171,33 @@ class SyncEnv:
             "--retry-max-seconds",
             "5",
             "--request-timeout",
-            "10",
+            "20",
             *args,
         ]
         shortcut = {} if self.with_credential else self.server.env()
         full_env = {**os.environ, **shortcut, **(env or {})}
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, env=full_env, check=False
-        )
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            started = time.monotonic()
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env)
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > started + timeout:
+                    proc.kill()
+                    proc.wait()
+                    raise AssertionError(f"backup-sync did not finish within {timeout}s")
+                time.sleep(0.05)
+            seconds = time.monotonic() - started
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+        code = os.waitstatus_to_exitcode(status)
         try:
-            summary = json.loads(proc.stdout)
+            summary = json.loads(stdout) if "text" not in args else {}
         except ValueError:
             raise AssertionError(
-                f"summary is not one JSON document (exit {proc.returncode}):\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+                f"summary is not one JSON document (exit {code}):\n"
+                f"stdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-4000:]}"
             ) from None
-        return CliResult(proc.returncode, summary, proc.stdout, proc.stderr)
+        return CliResult(code, summary, stdout, stderr, usage.ru_maxrss / 1024, seconds)

@@ -31,8 +31,7 @@ from harness.seed import (
     pod_volume_backup_documents,
     seed,
 )
-from tests.integration.cli import Measured, run_measured
-from tests.integration.env import SyncEnv
+from tests.integration.env import CliResult, SyncEnv
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +95,7 @@ def bomb(decompressed: int) -> bytes:
 class Result:
     """The cluster after the corpus run, as the cases check it."""
 
-    run: Measured
+    run: CliResult
     namespace: str
     backups: dict[str, Obj]
     pvbs: dict[str, Obj]
@@ -689,7 +688,7 @@ def corpus(control_plane: ControlPlane, moto: Any) -> Iterator[Corpus]:
             case.build(writer, f"{case.id}-x")
             if case.good:
                 writer.good(f"{case.id}-good")
-        run = run_measured(env, "--features", "EnableCSI", "--concurrency", "4")
+        run = env.run("--features", "EnableCSI", "--concurrency", "4")
         ns_items = {
             plural: {
                 i["metadata"]["name"]: i for i in _cluster_wide(control_plane, env.path(plural))

@@ -18,8 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.controlplane import ControlPlane
 from harness.objectstores import AZURITE_KEY, AZURITE_KEY_VAR
 from harness.seed import SeedBackup
-from tests.integration.cli import Measured, run_measured
-from tests.integration.env import CLI, SyncEnv
+from tests.integration.env import CLI, CliResult, SyncEnv
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +111,7 @@ def test_wrong_prefix_deletes_nothing_then_the_override_deletes(
         {"spec": {"objectStorage": {"prefix": "team-b"}}},
         content_type="application/merge-patch+json",
     )
-    blocked = run_measured(env, "--force", "--pushgateway-url", gateway.url)
+    blocked = env.run("--force", "--pushgateway-url", gateway.url)
     assert blocked.code == 3, blocked.stderr[-2000:]
     loc = blocked.location("default")
     assert loc["orphansDeleted"] == 0 and loc["orphansBlocked"] == 12
@@ -163,7 +162,7 @@ def test_events_tell_the_story_and_metrics_are_pushed(s3_env: SyncEnv, gateway: 
     env.put("backups/bad-1/velero-backup.json", b"{truncated")
     env.add_backup("orphan-1", "default")
 
-    result = run_measured(env, "--pushgateway-url", gateway.url)
+    result = env.run("--pushgateway-url", gateway.url)
 
     assert result.code == 1, result.stderr[-2000:]
     events = describe_events(env, "default")
@@ -274,7 +273,7 @@ def _bsl(env: SyncEnv, name: str, provider: str, bucket: str, config: Obj, secre
     )
 
 
-def _all_output(env: SyncEnv, runs: list[Measured], gateway: Gateway) -> str:
+def _all_output(env: SyncEnv, runs: list[CliResult], gateway: Gateway) -> str:
     events = env.ok("GET", f"/apis/events.k8s.io/v1/namespaces/{env.namespace}/events")
     parts = [r.stdout + "\n" + r.stderr for r in runs]
     parts.append(json.dumps(events))
@@ -311,8 +310,8 @@ def test_secrets_never_reach_logs_events_or_metrics(
     _bsl(s3, "azure-wrongkey", "azure", azure_bucket, az_config, "azure-wrong")
 
     runs = [
-        run_measured(s3, "--log-level", "debug", "--pushgateway-url", gateway.url),
-        run_measured(s3, "--log-level", "debug", "--force", "--log-format", "text"),
+        s3.run("--log-level", "debug", "--pushgateway-url", gateway.url),
+        s3.run("--log-level", "debug", "--force", "--log-format", "text"),
     ]
     text_run = runs[1]
     outcomes = {loc["location"]: loc["outcome"] for loc in runs[0].summary["locations"]}
