@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all setup control-plane tools demo test lint unit image clean help
+.PHONY: all setup control-plane tools bench-tools demo test lint unit bench image clean help
 
 all: test
 
@@ -18,11 +18,12 @@ help:
 	@echo "make unit    only the fast unit tests"
 	@echo "make lint    ruff + mypy + hadolint"
 	@echo "make image   docker build the image (needs a Docker daemon; not part of the tests)"
+	@echo "make bench   the benchmark (N=1,000 and 5,000; steady state at 50,000): docs/benchmark.*"
 
 $(STAMP): setup.cfg pyproject.toml requirements.txt package.json package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -e '.[test]'
+	$(BIN)/pip install --quiet -r requirements.txt -e '.[test,bench]'
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -35,20 +36,28 @@ control-plane: setup
 tools:
 	bash hack/build-chart-tools.sh >/dev/null
 
+# toxiproxy and MinIO, for the benchmark and its smoke test (tests/integration).
+bench-tools:
+	bash hack/build-bench-tools.sh >/dev/null
+
 lint: setup
-	$(BIN)/ruff check worker harness tests
-	$(BIN)/ruff format --check worker harness tests
+	$(BIN)/ruff check worker harness tests bench
+	$(BIN)/ruff format --check worker harness tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
-test: lint control-plane tools
+test: lint control-plane tools bench-tools
 	$(BIN)/pytest
 
 demo: control-plane
 	$(BIN)/python -m harness.demo
+
+# Rewrites docs/benchmark.{md,json,png}; ~15 min on 2 cores (see docs/benchmark.md).
+bench: control-plane bench-tools
+	$(BIN)/python -m bench
 
 # The image, with the base version pinned in hack/versions.env and the package's version.
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' worker/__init__.py)

@@ -1,0 +1,316 @@
+"""The benchmark's world: a real kube-apiserver + etcd that audits the worker's requests, an
+S3 server (MinIO, or moto) behind toxiproxy with a fixed latency on its responses, one
+bucket, and a fresh Velero namespace (credential Secret + BackupStorageLocation) per run.
+
+Counting is done by the servers, not estimated: API requests from kube-apiserver's audit log
+(only the benchmark's ServiceAccount is audited), object-store requests from MinIO's own
+request counters (or moto's access log).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from harness.controlplane import ControlPlane, ControlPlaneError
+from harness.minio import MinIO
+from harness.objectstores import MotoS3
+from harness.toxiproxy import Toxiproxy
+
+BUCKET = "velero-bench"
+SA_NAMESPACE = "bench-system"
+SA_NAME = "backup-sync"
+SA_USER = f"system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}"
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["{SA_USER}"]
+- level: None
+"""
+_MOTO_REQUEST = re.compile(rb'"(GET|PUT|HEAD|POST|DELETE) ([^ ?"]*)(\?[^ "]*)? HTTP/1\.[01]"')
+
+
+@dataclass
+class Counts:
+    """Requests of one run, by kind (``create backups``, ``getobject`` ...)."""
+
+    api: Counter[str] = field(default_factory=Counter)
+    store: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def api_total(self) -> int:
+        return sum(self.api.values())
+
+    @property
+    def store_total(self) -> int:
+        return sum(self.store.values())
+
+
+class _MotoCounter:
+    """moto's werkzeug access log: one line per request."""
+
+    def __init__(self, server: MotoS3) -> None:
+        self._log = server.log_path
+
+    def snapshot(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for method, path, query in _MOTO_REQUEST.findall(self._log.read_bytes()):
+            if b"list-type=2" in (query or b""):
+                counts["listobjectsv2"] += 1
+                continue
+            target = "object" if path.strip(b"/").count(b"/") >= 1 else "bucket"
+            counts[f"{method.decode().lower()}{target}"] += 1
+        return counts
+
+
+class BenchEnv:
+    """Everything a benchmark run talks to. A context manager; ``latency_ms`` is added to
+    every response of the object store."""
+
+    def __init__(self, *, store: str = "minio", latency_ms: int = 10) -> None:
+        self.store_kind = store
+        self.latency_ms = latency_ms
+        self._dir = Path(tempfile.mkdtemp(prefix="backup-sync-bench-"))
+        self.audit_log = self._dir / "audit.log"
+        self.cp: ControlPlane | None = None
+        self.store: Any = None
+        self.toxiproxy: Toxiproxy | None = None
+        self.proxy_port = 0
+        self.kubeconfig = Path()
+        self._moto_counter: _MotoCounter | None = None
+        self.store_pid = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        policy = self._dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        self.cp = ControlPlane(
+            apiserver_args=[
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=0",  # never rotate: offsets stay valid
+            ]
+        ).start()
+        self.cp.apply_crds()
+        self.kubeconfig = self.cp.service_account_kubeconfig(SA_NAMESPACE, SA_NAME)
+        self._ok(
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "backup-sync-bench"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": SA_NAME, "namespace": SA_NAMESPACE}
+                ],
+            },
+        )
+        if self.store_kind == "minio":
+            self.store = MinIO().start()
+            self.store_pid = self.store.pid
+        elif self.store_kind == "moto":
+            moto = MotoS3().start()
+            self.store_pid = moto._process.pid if moto._process else 0
+            self._moto_counter = _MotoCounter(moto)
+            self.store = moto
+        else:
+            raise ValueError(f"unknown store {self.store_kind!r}")
+        self.store.create_bucket(BUCKET)
+        self.toxiproxy = Toxiproxy().start()
+        upstream = self.store.endpoint.removeprefix("http://")
+        self.proxy_port = self.toxiproxy.proxy("s3", upstream)
+        if self.latency_ms > 0:
+            self.toxiproxy.latency("s3", self.latency_ms)
+
+    def stop(self) -> None:
+        for stop in (
+            self.toxiproxy.stop if self.toxiproxy else None,
+            self.store.stop if self.store else None,
+            self.cp.stop if self.cp else None,
+        ):
+            if stop is not None:
+                try:
+                    stop()
+                except Exception as exc:  # keep stopping the others
+                    print(f"bench: stopping: {exc!r}")
+        self.toxiproxy = self.store = self.cp = None
+
+    # -- cluster -------------------------------------------------------------------------
+
+    def _cp(self) -> ControlPlane:
+        assert self.cp is not None, "BenchEnv is not started"
+        return self.cp
+
+    def _ok(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        status, obj = self._cp().request(method, path, body, **kw)
+        if status >= 300 and status != 409:
+            raise RuntimeError(f"{method} {path} -> {status}: {obj.get('message', obj)}")
+        return obj
+
+    def velero_namespace(self, name: str, prefix: str) -> str:
+        """A fresh namespace with a credential Secret and a default BSL reading ``prefix``
+        of the bucket through toxiproxy."""
+        cp = self._cp()
+        cp.create_namespace(name)
+        self._ok(
+            "POST",
+            f"/api/v1/namespaces/{name}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "cloud-credentials"},
+                "data": {"cloud": base64.b64encode(self.store.credentials()).decode()},
+            },
+        )
+        config = dict(self.store.location_config(BUCKET))
+        config["s3Url"] = f"http://127.0.0.1:{self.proxy_port}"
+        self._ok(
+            "POST",
+            f"/apis/velero.io/v1/namespaces/{name}/backupstoragelocations",
+            {
+                "apiVersion": "velero.io/v1",
+                "kind": "BackupStorageLocation",
+                "metadata": {"name": "default"},
+                "spec": {
+                    "provider": "aws",
+                    "default": True,
+                    "objectStorage": {"bucket": BUCKET, "prefix": prefix},
+                    "config": config,
+                    "credential": {"name": "cloud-credentials", "key": "cloud"},
+                },
+            },
+        )
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        """Best effort: a namespace with tens of thousands of objects may outlast the
+        harness's timeouts; it then stays (and costs nothing but etcd space)."""
+        try:
+            self._cp().delete_namespace(name)
+        except (ControlPlaneError, OSError) as exc:
+            print(f"bench: namespace {name} not deleted: {exc}", flush=True)
+
+    def count_objects(self, namespace: str, plural: str) -> int:
+        """How many objects of ``plural`` the namespace holds (paged, as admin)."""
+        total, token = 0, ""
+        while True:
+            path = f"/apis/velero.io/v1/namespaces/{namespace}/{plural}?limit=5000"
+            path += f"&continue={token}" if token else ""
+            page = self._ok("GET", path)
+            total += len(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return total
+
+    # -- bucket --------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        self.store.put(BUCKET, key, data)
+
+    # -- counting ------------------------------------------------------------------------
+
+    def audit_offset(self) -> int:
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def api_counts(self, offset: int, settle: float = 5.0) -> Counter[str]:
+        """Audited requests of the benchmark's ServiceAccount after ``offset``, by verb and
+        resource. Waits until the log stops growing (the server writes an event once the
+        response is complete)."""
+        deadline = time.monotonic() + settle
+        size = -1
+        while time.monotonic() < deadline:
+            now = self.audit_offset()
+            if now == size:
+                break
+            size = now
+            time.sleep(0.3)
+        counts: Counter[str] = Counter()
+        with open(self.audit_log, "rb") as fh:
+            fh.seek(offset)
+            for line in fh:
+                event = json.loads(line)
+                if (event.get("user") or {}).get("username") != SA_USER:
+                    continue
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", "?") + (
+                    f"/{ref['subresource']}" if ref.get("subresource") else ""
+                )
+                counts[f"{event.get('verb')} {resource}"] += 1
+        return counts
+
+    def store_counts(self) -> Counter[str]:
+        """Object-store requests served so far, by API."""
+        if self._moto_counter is not None:
+            return self._moto_counter.snapshot()
+        counts: Counter[str] = self.store.request_counts()
+        return counts
+
+    # -- processes -----------------------------------------------------------------------
+
+    def server_pids(self) -> dict[str, int]:
+        """kube-apiserver, etcd, the S3 server and toxiproxy, for CPU accounting."""
+        pids: dict[str, int] = {}
+        work = str(self._cp().work_dir)
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not cmdline or work.encode() not in b" ".join(cmdline):
+                continue
+            name = os.path.basename(cmdline[0].decode(errors="replace"))
+            if name in ("etcd", "kube-apiserver"):
+                pids[name] = int(entry)
+        if self.store_pid:
+            pids[self.store_kind] = self.store_pid
+        if self.toxiproxy is not None:
+            pids["toxiproxy"] = self.toxiproxy.pid
+        return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")

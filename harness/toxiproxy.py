@@ -1,0 +1,133 @@
+"""toxiproxy (github.com/Shopify/toxiproxy) on loopback: TCP proxies in front of a server,
+with toxics such as a fixed latency on the server's responses.
+
+    with Toxiproxy() as toxi:
+        port = toxi.proxy("s3", "127.0.0.1:9000")
+        toxi.latency("s3", 10)  # every response from the server arrives 10 ms later
+
+The binary comes from ``harness.tools`` (built from its Go module, cached by version).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from harness.objectstores import _die_with_parent, free_port
+from harness.tools import tool_path
+
+
+class ToxiproxyError(RuntimeError):
+    """toxiproxy did not start or refused an API call."""
+
+
+class Toxiproxy:
+    """A ``toxiproxy-server`` process and its HTTP API."""
+
+    def __init__(self, binary: Path | None = None, *, build: bool = True) -> None:
+        self._binary = binary
+        self._build = build
+        self._process: subprocess.Popen[bytes] | None = None
+        self.api_port = 0
+        self.log_path = Path(tempfile.gettempdir()) / "toxiproxy.log"
+        self.pid = 0
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> Self:
+        binary = self._binary or tool_path("toxiproxy", build=self._build)
+        self.log_path = Path(tempfile.mkdtemp(prefix="backup-sync-toxiproxy-")) / "toxiproxy.log"
+        for _attempt in range(3):  # a "free" port can be taken before the server binds it
+            self.api_port = free_port()
+            with open(self.log_path, "ab") as log:
+                self._process = subprocess.Popen(
+                    [str(binary), "-host", "127.0.0.1", "-port", str(self.api_port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )
+            self.pid = self._process.pid
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self._process.poll() is None:
+                try:
+                    self._request("GET", "/version")
+                    return self
+                except (OSError, ToxiproxyError):
+                    time.sleep(0.05)
+            self.stop()
+        raise ToxiproxyError(f"toxiproxy did not start; see {self.log_path}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.api + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data else {},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise ToxiproxyError(f"{method} {path} -> {exc.code}: {exc.read()[:300]!r}") from None
+        return json.loads(raw) if raw else None
+
+    def proxy(self, name: str, upstream: str) -> int:
+        """Create a proxy to ``upstream`` (``host:port``) on a free loopback port; the port."""
+        created = self._request(
+            "POST",
+            "/proxies",
+            {"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "enabled": True},
+        )
+        return int(str(created["listen"]).rsplit(":", 1)[1])
+
+    def latency(self, proxy: str, milliseconds: int, *, stream: str = "downstream") -> None:
+        """Delay the data flowing ``stream`` (``downstream``: server to client) by a fixed
+        ``milliseconds`` (no jitter)."""
+        self._request(
+            "POST",
+            f"/proxies/{proxy}/toxics",
+            {
+                "name": f"latency_{stream}",
+                "type": "latency",
+                "stream": stream,
+                "toxicity": 1.0,
+                "attributes": {"latency": milliseconds, "jitter": 0},
+            },
+        )
+
+    def toxics(self, proxy: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", f"/proxies/{proxy}/toxics")
+        return result
