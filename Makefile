@@ -55,7 +55,7 @@ test: lint control-plane tools bench-tools
 demo: control-plane
 	$(BIN)/python -m harness.demo
 
-# Rewrites docs/benchmark.{md,json,png}; ~15 min on 2 cores (see docs/benchmark.md).
+# Rewrites docs/benchmark.{md,json,png} and the README's table; ~20 min on 2 cores.
 bench: control-plane bench-tools
 	$(BIN)/python -m bench
 

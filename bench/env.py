@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -169,6 +170,7 @@ class BenchEnv:
                 except Exception as exc:  # keep stopping the others
                     print(f"bench: stopping: {exc!r}")
         self.toxiproxy = self.store = self.cp = None
+        shutil.rmtree(self._dir, ignore_errors=True)  # the audit log: hundreds of MB at 50,000
 
     # -- cluster -------------------------------------------------------------------------
 

@@ -33,6 +33,21 @@ STEADY = "steady state"
 POLITE = "full sync, default limits"
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``--concurrency``, ``--kube-qps``, ``--kube-burst`` of one run."""
+
+    concurrency: int
+    qps: float
+    burst: int
+
+    def as_settings(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "kubeQps": self.qps, "kubeBurst": self.burst}
+
+
+DEFAULT_LIMITS = Limits(DEFAULTS.concurrency, DEFAULTS.kube_qps, DEFAULTS.kube_burst)
+
+
 @dataclass
 class Plan:
     sizes: list[int] = field(default_factory=lambda: [1000, 5000])
@@ -50,21 +65,19 @@ class Plan:
     seed_threads: int = 16
     timeout: float = 3600.0
 
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.concurrency, self.kube_qps, self.kube_burst)
+
     def settings(self) -> dict[str, Any]:
-        return {
-            "concurrency": self.concurrency,
-            "kubeQps": self.kube_qps,
-            "kubeBurst": self.kube_burst,
-        }
+        return self.limits.as_settings()
 
 
 def log(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
-def worker_argv(
-    env: BenchEnv, namespace: str, *, concurrency: int, qps: float, burst: int
-) -> list[str]:
+def worker_argv(env: BenchEnv, namespace: str, limits: Limits) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -77,11 +90,11 @@ def worker_argv(
         "--log-format",
         "json",
         "--concurrency",
-        str(concurrency),
+        str(limits.concurrency),
         "--kube-qps",
-        f"{qps:g}",
+        f"{limits.qps:g}",
         "--kube-burst",
-        str(burst),
+        str(limits.burst),
     ]
 
 
@@ -91,9 +104,7 @@ def ceiling_argv(
     count: int,
     *,
     pod_volume_backups: int,
-    concurrency: int,
-    qps: float,
-    burst: int,
+    limits: Limits,
 ) -> list[str]:
     return [
         sys.executable,
@@ -108,11 +119,11 @@ def ceiling_argv(
         "--pod-volume-backups",
         str(pod_volume_backups),
         "--concurrency",
-        str(concurrency),
+        str(limits.concurrency),
         "--kube-qps",
-        f"{qps:g}",
+        f"{limits.qps:g}",
         "--kube-burst",
-        str(burst),
+        str(limits.burst),
     ]
 
 
@@ -189,7 +200,7 @@ def _full_sync_cases(
     prefix = f"n{n}"
     pvbs = plan.pod_volume_backups
     _seed(env, plan, prefix, n, seeding, pod_volume_backups=pvbs)
-    limits = {"concurrency": plan.concurrency, "qps": plan.kube_qps, "burst": plan.kube_burst}
+    limits = plan.limits
     out: list[Measurement] = []
 
     def run(case: str, sample: int, namespace: str, argv: list[str]) -> tuple[Measurement, str]:
@@ -200,7 +211,7 @@ def _full_sync_cases(
 
     for sample in range(1, plan.repeat + 1):
         ns = env.velero_namespace(f"ceiling-{n}-{sample}", prefix)
-        argv = ceiling_argv(env, ns, n, pod_volume_backups=pvbs, **limits)
+        argv = ceiling_argv(env, ns, n, pod_volume_backups=pvbs, limits=limits)
         m, _ = run(CEILING, sample, ns, argv)
         if m.exit_code != 0 or m.creates != n * (1 + pvbs):
             raise BenchFailure(f"ceiling N={n}: exit {m.exit_code}, {m.creates} creates")
@@ -208,37 +219,28 @@ def _full_sync_cases(
         env.delete_namespace(ns)
 
         ns = env.velero_namespace(f"full-{n}-{sample}", prefix)
-        m, stdout = run(FULL, sample, ns, worker_argv(env, ns, **limits))
+        m, stdout = run(FULL, sample, ns, worker_argv(env, ns, limits))
         _check_worker(m, stdout, n, n * pvbs)
         out.append(_logged(m))
-        m, stdout = run(STEADY, sample, ns, worker_argv(env, ns, **limits))
+        m, stdout = run(STEADY, sample, ns, worker_argv(env, ns, limits))
         _check_worker(m, stdout, 0, 0)
         out.append(_logged(m))
         env.delete_namespace(ns)
 
     if plan.sequential:
         ns = env.velero_namespace(f"sequential-{n}", prefix)
-        sequential = {**limits, "concurrency": 1}
-        m, stdout = run(SEQUENTIAL, 1, ns, worker_argv(env, ns, **sequential))
+        sequential = Limits(1, limits.qps, limits.burst)
+        m, stdout = run(SEQUENTIAL, 1, ns, worker_argv(env, ns, sequential))
         _check_worker(m, stdout, n, n * pvbs)
-        m.settings = {**plan.settings(), "concurrency": 1}
+        m.settings = sequential.as_settings()
         out.append(_logged(m))
         env.delete_namespace(ns)
 
     if n in plan.polite_sizes:
         ns = env.velero_namespace(f"polite-{n}", prefix)
-        polite = {
-            "concurrency": DEFAULTS.concurrency,
-            "qps": DEFAULTS.kube_qps,
-            "burst": DEFAULTS.kube_burst,
-        }
-        m, stdout = run(POLITE, 1, ns, worker_argv(env, ns, **polite))
+        m, stdout = run(POLITE, 1, ns, worker_argv(env, ns, DEFAULT_LIMITS))
         _check_worker(m, stdout, n, n * pvbs)
-        m.settings = {
-            "concurrency": polite["concurrency"],
-            "kubeQps": polite["qps"],
-            "kubeBurst": polite["burst"],
-        }
+        m.settings = DEFAULT_LIMITS.as_settings()
         out.append(_logged(m))
         env.delete_namespace(ns)
     return out
@@ -254,17 +256,17 @@ def _listing_case(
     ns = env.velero_namespace(f"steady-{n}", prefix)
     t = time.monotonic()
     populate = ceiling_argv(
-        env, ns, n, pod_volume_backups=0, concurrency=32, qps=0, burst=DEFAULTS.kube_burst
+        env, ns, n, pod_volume_backups=0, limits=Limits(32, 0, DEFAULTS.kube_burst)
     )
     child = run_child(populate, log_dir, f"populate-{n}", plan.timeout)
     if child.code != 0:
         raise BenchFailure(f"populating {n} Backups failed: {child.stderr[-800:]}")
     seeding[f"cluster-{n}"] = time.monotonic() - t
     log(f"created {n} Backups in {ns} in {seeding[f'cluster-{n}']:.1f}s")
-    limits = {"concurrency": plan.concurrency, "qps": plan.kube_qps, "burst": plan.kube_burst}
+    limits = plan.limits
     out: list[Measurement] = []
     for sample in range(1, plan.repeat + 1):
-        argv = worker_argv(env, ns, **limits)
+        argv = worker_argv(env, ns, limits)
         m, child = measured(env, STEADY, n, argv, log_dir, tag=f"{sample}", timeout=plan.timeout)
         _check_worker(m, child.stdout, 0, 0)
         m.settings = plan.settings()
@@ -308,9 +310,9 @@ def _large_file_cases(env: BenchEnv, plan: Plan, log_dir: Path) -> list[Measurem
             if pvbs:
                 env.put(f"{prefix}/backups/{name}/{name}-podvolumebackups.json.gz", pvb_data)
         ns = env.velero_namespace(f"large-{index}", prefix)
-        limits = {"concurrency": plan.concurrency, "qps": plan.kube_qps, "burst": plan.kube_burst}
+        limits = plan.limits
         m, child = measured(
-            env, label, LARGE_FILE_BACKUPS, worker_argv(env, ns, **limits), log_dir, tag="large"
+            env, label, LARGE_FILE_BACKUPS, worker_argv(env, ns, limits), log_dir, tag="large"
         )
         loc = _summary(child.stdout, label)["locations"][0]
         if len(loc["errors"]) != LARGE_FILE_BACKUPS:
