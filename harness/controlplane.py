@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import http.client
 import ipaddress
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -45,6 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harness import pki
 from harness.pki import issue, key_pem, loopback_sans, new_key
+from harness.processes import die_with_parent, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
@@ -208,30 +206,12 @@ def _write_pki(d: Path) -> _Pki:
 # --- processes ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if the Python process is SIGKILLed, the kernel kills
-    # etcd/kube-apiserver too, instead of leaving them orphaned (Linux only; best effort).
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def _start(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
@@ -242,27 +222,14 @@ def _start(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent,
         )
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
 
 
 def _cleanup(procs: list[subprocess.Popen[bytes]], work_dir: str | None) -> None:
     """Kill processes (newest first) and remove the work dir; safe to call twice."""
     while procs:
-        _terminate(procs.pop())
+        stop_process(procs.pop())
     if work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -367,7 +334,7 @@ class ControlPlane:
                     return client_url
                 time.sleep(0.1)
             self._procs.remove(proc)
-            _terminate(proc)
+            stop_process(proc)
         raise ControlPlaneError(f"etcd did not become healthy; {log}:\n{_tail(log)}")
 
     @staticmethod
@@ -416,7 +383,7 @@ class ControlPlane:
             if self._wait_ready(proc):
                 return
             self._procs.remove(proc)
-            _terminate(proc)
+            stop_process(proc)
             if b"address already in use" not in log.read_bytes():
                 break
         raise ControlPlaneError(

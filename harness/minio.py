@@ -22,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from harness.objectstores import Put, _die_with_parent, free_port
+from harness.objectstores import Put
+from harness.processes import die_with_parent, free_port, stop_process
 from harness.tools import tool_path
 
 ACCESS_KEY = "backupsync"
@@ -95,7 +96,7 @@ class MinIO:
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env=env,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
                 self.pid = self._process.pid
                 if self._wait_ready(60.0):
@@ -122,14 +123,7 @@ class MinIO:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, grace=15.0)
 
     def stop(self) -> None:
         if self._client is not None:

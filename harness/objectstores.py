@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
+
+from harness.processes import die_with_parent, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -76,14 +76,6 @@ class ObjectStoreServer(Protocol):
     def env(self) -> dict[str, str]: ...
 
 
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class TestCA:
     """A throwaway certificate authority and one server certificate for 127.0.0.1/localhost,
     written as PEM files into ``directory``."""
@@ -118,16 +110,6 @@ class TestCA:
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts only this CA."""
         return ssl.create_default_context(cafile=str(self.ca_file))
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the test process dies, so a
-    killed test run leaves no emulator behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class _Server:
@@ -185,7 +167,7 @@ class _Server:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     cwd=self._workdir,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             deadline = time.monotonic() + self.start_timeout
             while time.monotonic() < deadline:
@@ -206,14 +188,7 @@ class _Server:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from harness.objectstores import _die_with_parent, free_port
+from harness.processes import die_with_parent, free_port, stop_process
 from harness.tools import tool_path
 
 
@@ -54,7 +54,7 @@ class Toxiproxy:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             self.pid = self._process.pid
             deadline = time.monotonic() + 20
@@ -69,14 +69,7 @@ class Toxiproxy:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
     def __enter__(self) -> Self:
         return self.start()

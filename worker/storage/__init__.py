@@ -8,7 +8,7 @@ layout lives only in ``layout.py``. Adding a provider is one module exposing ``C
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -57,6 +57,18 @@ class ObjectStore(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def paged(fetch: Callable[[str | None], tuple[Iterable[str], str | None]]) -> Iterator[str]:
+    """Yield the items of ``fetch(token) -> (items, next token)`` page by page, lazily, until
+    a page has no next token. Providers wrap ``fetch`` in their retry, so a failed page is
+    retried from its own token, never from the start."""
+    token: str | None = None
+    while True:
+        items, token = fetch(token)
+        yield from items
+        if not token:
+            return
 
 
 def normalize_provider(name: str) -> str:

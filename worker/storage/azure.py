@@ -27,7 +27,7 @@ from urllib3.util.retry import Retry
 
 from worker import retry
 from worker.errors import ConfigError, ObjectTooLarge, StoreError
-from worker.storage import ObjectStore, StoreSettings, parse_bool
+from worker.storage import ObjectStore, StoreSettings, paged, parse_bool
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,12 @@ class AzureStore:
 
     def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
         """Yield prefixes page by page; a failed page is retried from its marker."""
-        token: str | None = None
-        while True:
-            names, token = self._call(
+        return paged(
+            lambda token: self._call(
                 functools.partial(self._list_page, prefix, delimiter, token),
                 f"list azure container {self._name}/{prefix}",
             )
-            yield from names
-            if not token:
-                return
+        )
 
     def get(self, key: str, max_bytes: int) -> bytes | None:
         """One ranged GET of the first ``max_bytes + 1`` bytes; a missing blob or

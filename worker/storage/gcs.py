@@ -27,7 +27,7 @@ from google.cloud import storage
 
 from worker import retry
 from worker.errors import ConfigError, ObjectTooLarge, StoreError
-from worker.storage import ObjectStore, StoreSettings
+from worker.storage import ObjectStore, StoreSettings, paged
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,12 @@ class GCSStore:
 
     def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
         """Yield prefixes page by page; a failed page is retried from its page token."""
-        token: str | None = None
-        while True:
-            prefixes, token = self._call(
+        return paged(
+            lambda token: self._call(
                 functools.partial(self._list_page, prefix, delimiter, token),
                 f"list gs://{self._bucket_name}/{prefix}",
             )
-            yield from prefixes
-            if not token:
-                return
+        )
 
     def get(self, key: str, max_bytes: int) -> bytes | None:
         """One media download; NotFound (object or bucket) is None."""
