@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from worker.report import EXIT_CONFIG
 from worker.retry import RetryPolicy
 from worker.run import run
 from worker.settings import Settings, parse_features, parse_go_duration
+from worker.shutdown import Shutdown, install
 
 DEFAULTS = Settings(namespace="velero")
 
@@ -25,7 +27,8 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  every due location synced with no item errors (or nothing was due)
   1  a location failed: store unreachable, listing failed, status patch failed,
-     cluster unreachable (retrying the job may help)
+     cluster unreachable, or the run was stopped by SIGTERM/SIGINT (retrying the
+     job may help)
   2  usage or configuration error (bad flag or duration, a location's provider,
      config keys or credential Secret is wrong): fix the configuration
   3  every location synced but some items (backups, pod volume backups, CSI objects)
@@ -178,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: none)",
     )
     add(
+        "--shutdown-grace",
+        type=_non_negative_float,
+        default=DEFAULTS.shutdown_grace,
+        metavar="SECONDS",
+        help="after SIGTERM or SIGINT, take no new work and give the work in flight this "
+        "long; the interrupted location is not marked synced and the exit code is 1 "
+        "(keep it below the pod's terminationGracePeriodSeconds; "
+        f"default: {DEFAULTS.shutdown_grace:g})",
+    )
+    add(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -211,6 +224,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         mass_orphan_floor=args.mass_orphan_floor,
         allow_mass_orphan_deletion=args.allow_mass_orphan_deletion,
         pushgateway_url=args.pushgateway_url or None,
+        shutdown_grace=args.shutdown_grace,
     )
 
 
@@ -231,6 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # On a terminal, a live progress line sits below the (text) log lines.
     status = StatusLine(sys.stderr) if settings.log_format == "text" and _tty(sys.stderr) else None
     configure_logging(settings.log_level, settings.log_format, status)
-    report = run(settings, progress=progress_factory(status))
-    print(report.render(settings.log_format))
+    shutdown = Shutdown(settings.shutdown_grace)
+    restore_signals = install(shutdown)
+    try:
+        report = run(settings, progress=progress_factory(status), shutdown=shutdown)
+    finally:
+        restore_signals()
+    print(report.render(settings.log_format), flush=True)
+    if shutdown.requested:
+        # Work abandoned after the grace period may still hold threads; do not wait for
+        # them (what they left half done carries the in-progress mark).
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(report.exit_code)
     return report.exit_code

@@ -15,6 +15,10 @@ class LocationError(Exception):
     """A whole location cannot be synced: store unreachable, listing failed (exit 1)."""
 
 
+class Interrupted(LocationError):
+    """A termination request (SIGTERM, SIGINT) stopped the sync of a location (exit 1)."""
+
+
 class StoreError(LocationError):
     """An object-store call failed for a reason other than "absent" (after retries)."""
 

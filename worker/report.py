@@ -35,6 +35,7 @@ class ItemFailure:
 SKIP_ALREADY_EXISTS = "already exists"
 SKIP_NO_METADATA = "no velero-backup.json"
 SKIP_NOT_EXPIRED = "waiting or finalizing, not expired"
+SKIP_INTERRUPTED = "interrupted"
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class LocationReport:
     in_cluster: int = 0
     to_sync: int = 0
     created: int = 0
+    resumed: int = 0  # Backups an earlier, interrupted run created; their dependents now in
     skipped: Counter[str] = field(default_factory=Counter)
     pod_volume_backups: int = 0
     csi_snapshot_classes: int = 0
@@ -82,6 +84,7 @@ class LocationReport:
             "inCluster": self.in_cluster,
             "toSync": self.to_sync,
             "created": self.created,
+            "resumed": self.resumed,
             "skipped": dict(sorted(self.skipped.items())),
             "podVolumeBackupsCreated": self.pod_volume_backups,
             "csiVolumeSnapshotClassesCreated": self.csi_snapshot_classes,
@@ -108,6 +111,7 @@ class LocationReport:
             f"listed {self.listed}",
             f"in cluster {self.in_cluster}",
             f"{verb} {self.created}",
+            *([f"resumed {self.resumed}"] if self.resumed else []),
             f"skipped {skipped}" + (f" ({why})" if why else ""),
             f"pod volume backups {self.pod_volume_backups}",
             f"CSI classes {self.csi_snapshot_classes}",

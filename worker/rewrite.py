@@ -22,6 +22,11 @@ STORAGE_LOCATION_LABEL = "velero.io/storage-location"
 BACKUP_NAME_LABEL = "velero.io/backup-name"
 BACKUP_UID_LABEL = "velero.io/backup-uid"
 
+# On a Backup this worker created while its dependents (pod volume backups, CSI objects) are
+# not all in the cluster yet; removed once they are. A later run completes every marked
+# Backup, so a crash between the two writes loses nothing.
+DEPENDENTS_PENDING_ANNOTATION = "backup-sync.io/dependents-pending"
+
 DNS1035_LABEL_MAX = 63
 
 # Set by the API server; a create carrying them is rejected or misleading.
@@ -169,6 +174,9 @@ def backup_for_cluster(backup: Obj, namespace: str, location: str, now: datetime
         labels = {}
         meta["labels"] = labels
     labels[STORAGE_LOCATION_LABEL] = valid_label(location)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):  # only this worker's own writes set the mark
+        annotations.pop(DEPENDENTS_PENDING_ANNOTATION, None)
     if phase_of(out) in WAITING_PHASES and not waiting_and_unexpired(out, now):
         _section(out, "status")["phase"] = "PartiallyFailed"
     return out

@@ -20,6 +20,7 @@ from worker.metrics import push_metrics
 from worker.progress import Progress, ProgressFactory
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
 from worker.settings import Settings
+from worker.shutdown import NEVER, Shutdown
 from worker.storage import ObjectStore
 from worker.storage.layout import BackupStore
 from worker.storage.location import ReadSecret, open_backup_store, store_settings
@@ -54,8 +55,11 @@ def run(
     open_store: StoreOpener = open_location_store,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: ProgressFactory = Progress,
+    shutdown: Shutdown = NEVER,
 ) -> RunReport:
-    """One sync run; never raises for expected failures, they end up in the report."""
+    """One sync run; never raises for expected failures, they end up in the report.
+    After a termination request (``shutdown``) it ends early, with the location it was
+    syncing and those after it reported as interrupted."""
     started = time.monotonic()
     report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
     owned: KubeCluster | None = None
@@ -71,7 +75,7 @@ def run(
                 policy=settings.retry,
             )
             cluster = owned
-        _run_locations(settings, cluster, report, open_store, now, progress)
+        _run_locations(settings, cluster, report, open_store, now, progress, shutdown)
     except ConfigError as exc:
         report.error, report.error_exit_code = str(exc), EXIT_CONFIG
     except ClusterError as exc:
@@ -92,6 +96,7 @@ def _run_locations(
     open_store: StoreOpener,
     now: Callable[[], datetime],
     progress: ProgressFactory,
+    shutdown: Shutdown,
 ) -> None:
     locations = list(cluster.list(BACKUP_STORAGE_LOCATION, settings.namespace))
     missing = sorted(settings.locations - {name_of(loc) for loc in locations})
@@ -121,8 +126,19 @@ def _run_locations(
                 loc_report.fail(Outcome.DISABLED if disabled else Outcome.NOT_DUE, due.reason)
                 log.info("location skipped", extra={"location": loc_report.name, "why": due.reason})
                 continue
+            if shutdown.requested:
+                loc_report.fail(Outcome.FAILED, f"{shutdown.reason} before this location started")
+                continue
             _sync_one(
-                settings, cluster, location, loc_report, Path(workdir), open_store, now, progress
+                settings,
+                cluster,
+                location,
+                loc_report,
+                Path(workdir),
+                open_store,
+                now,
+                progress,
+                shutdown,
             )
             _record_events(settings, cluster, location, loc_report)
 
@@ -145,6 +161,7 @@ def _sync_one(
     open_store: StoreOpener,
     now: Callable[[], datetime],
     progress: ProgressFactory,
+    shutdown: Shutdown,
 ) -> None:
     started = time.monotonic()
     ctx = {"location": report.name}
@@ -184,6 +201,7 @@ def _sync_one(
         concurrency=settings.concurrency,
         now=now,
         progress=progress,
+        shutdown=shutdown,
         guard=MassDeletionGuard(
             share=settings.mass_orphan_share,
             floor=settings.mass_orphan_floor,

@@ -105,6 +105,8 @@ class Settings:
     mass_orphan_floor: int = 10
     allow_mass_orphan_deletion: bool = False
     pushgateway_url: str | None = None
+    # After SIGTERM/SIGINT, how long work in flight may run (worker.shutdown).
+    shutdown_grace: float = 20.0
 
     @property
     def csi_enabled(self) -> bool:

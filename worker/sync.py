@@ -2,13 +2,16 @@
 Cluster port and the BackupStore, so it runs the same on in-memory fakes and real servers.
 
 Per location: snapshot the Backups in the cluster, list the backups in the store, create
-what the cluster lacks (with pod volume backups and, with EnableCSI, CSI objects), delete
-orphans, then merge-patch ``status.lastSyncedTime``. A store failure fails the location
-before anything is written; one bad backup never stops the others.
+what the cluster lacks (with pod volume backups and, with EnableCSI, CSI objects), complete
+the Backups an interrupted run left with the in-progress mark, delete orphans, then
+merge-patch ``status.lastSyncedTime``. A store failure fails the location before anything
+is written; one bad backup never stops the others; a termination request stops the location
+before its orphans and status are touched.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -28,18 +31,27 @@ from worker.cluster import (
     VOLUME_SNAPSHOT_CONTENT,
     Cluster,
 )
-from worker.errors import AlreadyExists, ClusterError, ItemError, NotFound, StoreError
+from worker.errors import (
+    AlreadyExists,
+    ClusterError,
+    Interrupted,
+    ItemError,
+    NotFound,
+    StoreError,
+)
 from worker.guard import DEFAULT_GUARD, MassDeletionGuard
 from worker.locations import name_of
 from worker.progress import Progress, ProgressFactory
 from worker.report import (
     SKIP_ALREADY_EXISTS,
+    SKIP_INTERRUPTED,
     SKIP_NO_METADATA,
     SKIP_NOT_EXPIRED,
     ItemFailure,
     LocationReport,
 )
-from worker.storage.layout import BackupStore
+from worker.shutdown import NEVER, Shutdown
+from worker.storage.layout import BackupStore, StreamedList
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,7 @@ class SyncOptions:
     now: Callable[[], datetime]
     guard: MassDeletionGuard = DEFAULT_GUARD
     progress: ProgressFactory = Progress
+    shutdown: Shutdown = NEVER
 
 
 @dataclass(slots=True)
@@ -64,6 +77,7 @@ class BackupOutcome:
 
     name: str
     created: bool = False
+    resumed: bool = False
     skipped: str = ""
     pod_volume_backups: int = 0
     csi_snapshot_classes: int = 0
@@ -78,6 +92,25 @@ class ClusterBackup:
     name: str
     location_label: str | None
     phase: str
+    uid: str = ""
+    dependents_pending: bool = False  # carries the in-progress mark
+
+
+@dataclass(slots=True)
+class _Dependents:
+    """What a backup's folder holds besides its metadata, read before the Backup is created
+    so that a Backup known to have none never needs the in-progress mark."""
+
+    pod_volume_backups: list[Obj] | StreamedList = field(default_factory=list)
+    snapshot_classes: list[Obj] | StreamedList = field(default_factory=list)
+    snapshot_contents: list[Obj] | StreamedList = field(default_factory=list)
+    unreadable: bool = False  # a file could not be read: the mark has to stay
+
+    @property
+    def none(self) -> bool:
+        lists = (self.pod_volume_backups, self.snapshot_classes, self.snapshot_contents)
+        # A StreamedList only exists for a file too large to hold, so it is never empty.
+        return not self.unreadable and all(isinstance(x, list) and not x for x in lists)
 
 
 def sync_location(
@@ -105,19 +138,43 @@ def sync_location(
     report.to_sync = len(to_sync)
     if to_sync:
         log.info("backups to sync into the cluster", extra={**ctx, "count": len(to_sync)})
+    to_complete = sorted(
+        (b for b in existing or () if b.dependents_pending and b.name in in_store),
+        key=lambda b: b.name,
+    )
+    if to_complete:
+        log.info(
+            "backups an earlier run left without all their dependents",
+            extra={**ctx, "count": len(to_complete)},
+        )
 
+    total = len(to_sync) + len(to_complete)
+    _check_interrupted(options.shutdown, 0, total)
     syncer = _BackupSyncer(location_name, store, cluster, options)
-    progress = options.progress(location_name, len(to_sync))
-    for outcome in bounded_map(syncer.sync, to_sync, options.concurrency):
+    progress = options.progress(location_name, total)
+    done = 0
+    work: Iterator[str | ClusterBackup] = itertools.chain(to_sync, to_complete)
+    for outcome in bounded_map(syncer.handle, work, options.concurrency, options.shutdown):
         _fold(report, outcome)
         progress.advance()
+        done += 1
     progress.finish()
+    _check_interrupted(options.shutdown, done, total)
 
     _delete_orphans(location_name, existing, in_store, cluster, options, report)
 
+    _check_interrupted(options.shutdown, done, total)
     stamp = options.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     patch_last_synced(cluster, location_name, options.namespace, stamp)
     report.status_patched = True
+
+
+def _check_interrupted(shutdown: Shutdown, done: int, total: int) -> None:
+    if shutdown.requested:
+        raise Interrupted(
+            f"{shutdown.reason} after {done} of {total} backups; orphans not deleted, "
+            f"lastSyncedTime not patched"
+        )
 
 
 def _cluster_backups(
@@ -138,15 +195,19 @@ def _cluster_backups(
 def _summarize(backup: Obj) -> ClusterBackup:
     meta = backup.get("metadata") or {}
     labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
     return ClusterBackup(
         name=str(meta.get("name", "")),
         location_label=labels.get(rewrite.STORAGE_LOCATION_LABEL),
         phase=rewrite.phase_of(backup),
+        uid=str(meta.get("uid", "")),
+        dependents_pending=rewrite.DEPENDENTS_PENDING_ANNOTATION in annotations,
     )
 
 
 class _BackupSyncer:
-    """Creates one backup and its dependents. ``sync`` never raises."""
+    """Creates one backup and its dependents, or completes the dependents of a Backup an
+    interrupted run created. ``handle`` never raises."""
 
     def __init__(
         self, location: str, store: BackupStore, cluster: Cluster, options: SyncOptions
@@ -159,11 +220,16 @@ class _BackupSyncer:
         self._schedules_lock = threading.Lock()
         self._schedule_locks: dict[str, threading.Lock] = {}
 
-    def sync(self, name: str) -> BackupOutcome:
+    def handle(self, item: str | ClusterBackup) -> BackupOutcome:
+        """A folder name: sync that backup; a marked Backup: complete its dependents."""
+        name = item if isinstance(item, str) else item.name
         outcome = BackupOutcome(name)
         ctx = {"location": self._location, "backup": name}
         try:
-            self._sync(name, outcome, ctx)
+            if isinstance(item, str):
+                self._sync(name, outcome, ctx)
+            else:
+                self._complete(item, outcome, ctx)
         except Exception as exc:  # a bug must cost one backup, not the run
             log.exception("unexpected error syncing backup", extra=ctx)
             outcome.errors.append(ItemFailure(self._ref(name), f"unexpected error: {exc!r}"))
@@ -210,10 +276,20 @@ class _BackupSyncer:
             outcome.skipped = SKIP_NOT_EXPIRED
             return
 
+        if self._options.shutdown.requested:  # create nothing new once asked to stop
+            outcome.skipped = SKIP_INTERRUPTED
+            return
+
+        dependents = self._read_dependents(name, outcome, ctx)
         backup = rewrite.backup_for_cluster(stored, self._options.namespace, self._location, now)
         backup["metadata"]["ownerReferences"] = self._owner_references(backup, ctx)
         if not backup["metadata"]["ownerReferences"]:
             del backup["metadata"]["ownerReferences"]
+        if not dependents.none:
+            annotations = backup["metadata"].get("annotations")
+            if not isinstance(annotations, dict):
+                annotations = backup["metadata"]["annotations"] = {}
+            annotations[rewrite.DEPENDENTS_PENDING_ANNOTATION] = "true"
         try:
             created = self._cluster.create(BACKUP, backup)
         except AlreadyExists:
@@ -227,10 +303,76 @@ class _BackupSyncer:
         outcome.created = True
         log.info("synced backup into the cluster", extra=ctx)
         uid = str((created.get("metadata") or {}).get("uid", ""))
+        if not dependents.none:
+            self._create_dependents(name, uid, dependents, outcome, ctx)
 
-        self._pod_volume_backups(name, uid, outcome, ctx)
+    def _complete(self, backup: ClusterBackup, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
+        """The Backup exists with the mark: an earlier run was stopped (or failed) between
+        creating it and creating its dependents. Create them with its real UID."""
+        log.info("completing the dependents of a backup created by an earlier run", extra=ctx)
+        dependents = self._read_dependents(backup.name, outcome, ctx)
+        self._create_dependents(backup.name, backup.uid, dependents, outcome, ctx)
+        outcome.resumed = not outcome.errors
+
+    def _read_dependents(
+        self, name: str, outcome: BackupOutcome, ctx: dict[str, str]
+    ) -> _Dependents:
+        """Every dependent file of the folder; a file that cannot be read is an item error
+        (and keeps the mark, so the next run tries it again)."""
+        found = _Dependents()
+        reads: list[tuple[str, str, Callable[[str], list[Obj] | StreamedList]]] = [
+            ("pod_volume_backups", "pod volume backups", self._store.pod_volume_backups)
+        ]
         if self._options.csi:
-            self._csi_objects(name, outcome, ctx)
+            reads += [
+                (
+                    "snapshot_classes",
+                    "CSI snapshot classes",
+                    self._store.csi_volume_snapshot_classes,
+                ),
+                (
+                    "snapshot_contents",
+                    "CSI snapshot contents",
+                    self._store.csi_volume_snapshot_contents,
+                ),
+            ]
+        for attr, what, read in reads:
+            try:
+                setattr(found, attr, read(name))
+            except (ItemError, StoreError) as exc:
+                log.error(f"cannot read {what}", extra={**ctx, "error": str(exc)})
+                outcome.errors.append(ItemFailure(f"{what} of {name}", str(exc)))
+                found.unreadable = True
+        return found
+
+    def _create_dependents(
+        self,
+        name: str,
+        uid: str,
+        dependents: _Dependents,
+        outcome: BackupOutcome,
+        ctx: dict[str, str],
+    ) -> None:
+        """Create the dependents, then take the mark off the Backup when all are in."""
+        self._pod_volume_backups(name, uid, dependents.pod_volume_backups, outcome, ctx)
+        if self._options.csi:
+            self._csi_objects(dependents, outcome, ctx)
+        if outcome.errors:
+            return  # the mark stays; the next run tries again
+        patch = {"metadata": {"annotations": {rewrite.DEPENDENTS_PENDING_ANNOTATION: None}}}
+        try:
+            self._cluster.patch_merge(BACKUP, name, self._options.namespace, patch)
+        except NotFound:
+            log.debug("backup deleted before its mark was removed", extra=ctx)
+        except ClusterError as exc:
+            log.error("cannot remove the in-progress mark", extra={**ctx, "error": str(exc)})
+            outcome.errors.append(
+                ItemFailure(
+                    self._ref(name),
+                    f"cannot remove annotation {rewrite.DEPENDENTS_PENDING_ANNOTATION} "
+                    f"(the next run tries again): {exc}",
+                )
+            )
 
     def _owner_references(self, backup: Obj, ctx: dict[str, str]) -> list[Obj]:
         """Keep a Schedule reference only when that Schedule exists here with the same UID
@@ -293,14 +435,13 @@ class _BackupSyncer:
             return uid
 
     def _pod_volume_backups(
-        self, name: str, uid: str, outcome: BackupOutcome, ctx: dict[str, str]
+        self,
+        name: str,
+        uid: str,
+        stored: Iterable[Obj],
+        outcome: BackupOutcome,
+        ctx: dict[str, str],
     ) -> None:
-        try:
-            stored = self._store.pod_volume_backups(name)
-        except (ItemError, StoreError) as exc:
-            log.error("cannot read pod volume backups", extra={**ctx, "error": str(exc)})
-            outcome.errors.append(ItemFailure(f"pod volume backups of {name}", str(exc)))
-            return
         for pvb in stored:
             pvb_name = rewrite.shown(pvb["metadata"].get("name"))
             ref = f"PodVolumeBackup {self._options.namespace}/{pvb_name}"
@@ -317,13 +458,11 @@ class _BackupSyncer:
             if self._create(POD_VOLUME_BACKUP, obj, ref, outcome, ctx):
                 outcome.pod_volume_backups += 1
 
-    def _csi_objects(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
-        try:
-            classes = self._store.csi_volume_snapshot_classes(name)
-        except (ItemError, StoreError) as exc:
-            outcome.errors.append(ItemFailure(f"CSI snapshot classes of {name}", str(exc)))
-            classes = []
-        for vsclass in classes:
+    def _csi_objects(
+        self, dependents: _Dependents, outcome: BackupOutcome, ctx: dict[str, str]
+    ) -> None:
+        name = outcome.name
+        for vsclass in dependents.snapshot_classes:
             ref = f"VolumeSnapshotClass {rewrite.shown(vsclass['metadata'].get('name'))}"
             try:
                 obj = rewrite.snapshot_class_for_cluster(vsclass)
@@ -332,12 +471,7 @@ class _BackupSyncer:
                 continue
             if self._create(VOLUME_SNAPSHOT_CLASS, obj, ref, outcome, ctx):
                 outcome.csi_snapshot_classes += 1
-        try:
-            contents = self._store.csi_volume_snapshot_contents(name)
-        except (ItemError, StoreError) as exc:
-            outcome.errors.append(ItemFailure(f"CSI snapshot contents of {name}", str(exc)))
-            contents = []
-        for content in contents:
+        for content in dependents.snapshot_contents:
             ref = f"VolumeSnapshotContent {rewrite.shown(content['metadata'].get('name'))}"
             try:
                 obj = rewrite.static_snapshot_content(content, name)
@@ -365,6 +499,7 @@ class _BackupSyncer:
 
 def _fold(report: LocationReport, outcome: BackupOutcome) -> None:
     report.created += outcome.created
+    report.resumed += outcome.resumed
     if outcome.skipped:
         report.skipped[outcome.skipped] += 1
     report.pod_volume_backups += outcome.pod_volume_backups
@@ -479,26 +614,57 @@ def patch_last_synced(cluster: Cluster, name: str, namespace: str, stamp: str) -
         cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch, subresource="status")
 
 
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+def bounded_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, shutdown: Shutdown = NEVER
+) -> Iterator[R]:
     """``fn`` over ``items`` on ``workers`` threads, with at most 2*workers in flight, so
-    100,000 backups never mean 100,000 futures. Results come in completion order."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
+    100,000 backups never mean 100,000 futures. Results come in completion order.
+
+    Once termination is requested no new item is started; the running ones get until the
+    grace period ends, and whatever is still running then is abandoned (the caller sees
+    fewer results than items)."""
     iterator = iter(items)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
-        pending: set[Future[R]] = set()
-        while True:
+    if workers <= 1:
+        for item in iterator:
+            if shutdown.requested:
+                return
+            yield fn(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync")
+    pending: set[Future[R]] = set()
+    try:
+        while not shutdown.requested:
             # Wait for a free slot before taking the next item, so a lazy source is never
             # read more than 2*workers ahead of the results.
             if len(pending) >= 2 * workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
+                done, pending = wait(pending, _POLL_SECONDS, FIRST_COMPLETED)
+                yield from _results(done)
+                continue
             try:
                 item = next(iterator)
             except StopIteration:
                 break
             pending.add(pool.submit(fn, item))
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
+            if shutdown.requested:
+                for future in pending:
+                    future.cancel()  # queued, not started: never start it
+                if shutdown.remaining() <= 0:
+                    log.warning(
+                        "grace period over: abandoning work in flight",
+                        extra={"inFlight": sum(not f.done() for f in pending)},
+                    )
+                    return
+            timeout = min(_POLL_SECONDS, shutdown.remaining())
+            done, pending = wait(pending, timeout, FIRST_COMPLETED)
+            yield from _results(done)
+    finally:
+        # After an abandon the threads are left running; the process exits without them.
+        pool.shutdown(wait=not pending, cancel_futures=True)
+
+
+_POLL_SECONDS = 0.2
+
+
+def _results(done: Iterable[Future[R]]) -> Iterator[R]:
+    return (f.result() for f in done if not f.cancelled())

@@ -77,6 +77,7 @@ MATRIX: list[Check] = [
     allow("full", "list", f"{V}/backups", VELERO),
     allow("full", "create", f"{V}/backups", VELERO),
     allow("full", "delete", f"{V}/backups", VELERO, "nightly-1"),
+    allow("full", "patch", f"{V}/backups", VELERO, "nightly-1"),
     allow("full", "create", f"{V}/podvolumebackups", VELERO),
     allow("full", "get", f"{V}/schedules", VELERO, "nightly"),
     allow("full", "create", "events.k8s.io/events", VELERO),
@@ -106,6 +107,7 @@ MATRIX: list[Check] = [
     # --- nothing written or read outside the Velero namespace ---
     deny("full", "create", f"{V}/backups", OTHER),
     deny("full", "delete", f"{V}/backups", OTHER, "nightly-1"),
+    deny("full", "patch", f"{V}/backups", OTHER, "nightly-1"),
     deny("full", "list", f"{V}/backups", OTHER),
     deny("full", "list", f"{V}/backups", ALL),
     deny("full", "list", f"{V}/backupstoragelocations", OTHER),
@@ -122,7 +124,6 @@ MATRIX: list[Check] = [
     deny("full", "delete", f"{V}/backupstoragelocations", VELERO, "default"),
     deny("full", "get", f"{V}/backups", VELERO, "nightly-1"),
     deny("full", "update", f"{V}/backups", VELERO, "nightly-1"),
-    deny("full", "patch", f"{V}/backups", VELERO, "nightly-1"),
     deny("full", "deletecollection", f"{V}/backups", VELERO),
     deny("full", "list", f"{V}/podvolumebackups", VELERO),
     deny("full", "delete", f"{V}/podvolumebackups", VELERO, "pvb-1"),

@@ -45,6 +45,7 @@ VALUE_FLAGS = {
     "massOrphanShare": "mass_orphan_share",
     "massOrphanFloor": "mass_orphan_floor",
     "pushgatewayUrl": "pushgateway_url",
+    "shutdownGrace": "shutdown_grace",
     "logFormat": "log_format",
     "logLevel": "log_level",
 }
@@ -343,6 +344,10 @@ def test_rendered_args_are_valid_for_the_cli(helm: Helm, name: str) -> None:
     assert settings.mass_orphan_share == merged["massOrphanShare"]
     assert settings.mass_orphan_floor == merged["massOrphanFloor"]
     assert settings.pushgateway_url == (merged["pushgatewayUrl"] or None)
+    assert settings.shutdown_grace == merged["shutdownGrace"]
+    assert rendered.pod_spec["terminationGracePeriodSeconds"] == (
+        merged["terminationGracePeriodSeconds"]
+    )
     assert (settings.log_format, settings.log_level) == (merged["logFormat"], merged["logLevel"])
     assert args.default_backup_sync_period == merged["defaultBackupSyncPeriod"]
     assert settings.force == ("--force" in merged["extraArgs"])
@@ -411,6 +416,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("/backoffLimit", {"backoffLimit": -1}),
     ("/activeDeadlineSeconds", {"activeDeadlineSeconds": 0}),
     ("/ttlSecondsAfterFinished", {"ttlSecondsAfterFinished": "1d"}),
+    ("/terminationGracePeriodSeconds", {"terminationGracePeriodSeconds": 0}),
+    ("/shutdownGrace", {"shutdownGrace": -1}),
     ("/namespace", {"namespace": "Velero"}),
     ("/credentials/locationSecrets", {"credentials": {"locationSecrets": "cloud-credentials"}}),
     ("/credentials/existingSecret", {"credentials": {"existingSecret": "has space"}}),
@@ -442,6 +449,19 @@ def test_schema_rejects_wrong_values(helm: Helm, where: str, values: dict[str, A
     assert proc.returncode != 0, f"accepted {values}"
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
     assert f"at '{where}'" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"shutdownGrace": 30},
+        {"shutdownGrace": 45, "terminationGracePeriodSeconds": 40},
+    ],
+)
+def test_shutdown_grace_must_leave_time_before_sigkill(helm: Helm, values: dict[str, Any]) -> None:
+    proc = helm.template(values, check=False)
+    assert proc.returncode != 0, f"accepted {values}"
+    assert "shutdownGrace must be less than terminationGracePeriodSeconds" in proc.stderr
 
 
 def test_schema_accepts_what_set_gives(helm: Helm) -> None:

@@ -12,6 +12,7 @@ import copy
 import gzip
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,20 @@ def _matches(obj: Obj, selector: str | None) -> bool:
     return True
 
 
+def merge_patch(target: Obj, patch: Obj) -> None:
+    """RFC 7386 JSON merge patch, in place: objects merge, null deletes, the rest replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            current = target.get(key)
+            if not isinstance(current, dict):
+                current = target[key] = {}
+            merge_patch(current, value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 class FakeCluster:
     """Objects keyed by (plural, namespace, name); namespace "" for cluster-scoped kinds."""
 
@@ -53,6 +68,7 @@ class FakeCluster:
         self._uids = itertools.count(1)
         self.status_subresource = False  # BSL status subresource, as some CRDs have
         self.events: list[Obj] = []  # events.k8s.io/v1 bodies, as KubeCluster would send
+        self._objects_lock = threading.Lock()
 
     # -- helpers for tests ----------------------------------------------------------------
 
@@ -103,6 +119,12 @@ class FakeCluster:
         self._check("create", kind, name)
         ns = meta.get("namespace", "") if kind.namespaced else ""
         key = (kind.plural, ns, name)
+        with self._objects_lock:  # check-and-insert, atomic as on a real server
+            return self._insert(kind, key, obj)
+
+    def _insert(self, kind: Kind, key: tuple[str, str, str], obj: Obj) -> Obj:
+        name = key[2]
+        meta = obj.get("metadata") or {}
         if key in self.objects:
             raise AlreadyExists(f"{kind.kind} {name} already exists", 409)
         assert "resourceVersion" not in meta, "creates must not carry a resourceVersion"
@@ -115,9 +137,8 @@ class FakeCluster:
     def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
         self._check("delete", kind, name)
         key = (kind.plural, namespace or "" if kind.namespaced else "", name)
-        if key not in self.objects:
+        if self.objects.pop(key, None) is None:
             raise NotFound(f"{kind.kind} {name} not found", 404)
-        del self.objects[key]
         self.writes.append(("delete", kind.plural, name))
 
     def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
@@ -136,8 +157,7 @@ class FakeCluster:
             raise NotFound(f"{kind.kind} {name} not found", 404)
         obj = self.objects[key]
         if subresource == "status" or not self.status_subresource:
-            for section, fields in patch.items():
-                obj.setdefault(section, {}).update(fields)
+            merge_patch(obj, patch)
             self.writes.append(
                 ("patch", kind.plural, name + (f"/{subresource}" if subresource else ""))
             )

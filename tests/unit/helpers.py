@@ -12,6 +12,7 @@ from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
 from worker.report import LocationReport
 from worker.settings import Settings
+from worker.shutdown import NEVER, Shutdown
 from worker.storage.layout import BackupStore
 from worker.sync import SyncOptions, sync_location
 
@@ -84,10 +85,17 @@ class Env:
         return BackupStore(self.store, self.prefix)
 
     def sync(
-        self, *, csi: bool = False, concurrency: int = 1, cluster: Any = None
+        self,
+        *,
+        csi: bool = False,
+        concurrency: int = 1,
+        cluster: Any = None,
+        shutdown: Shutdown = NEVER,
     ) -> LocationReport:
         report = LocationReport(name=self.location_name)
-        options = SyncOptions(namespace=NS, csi=csi, concurrency=concurrency, now=lambda: NOW)
+        options = SyncOptions(
+            namespace=NS, csi=csi, concurrency=concurrency, now=lambda: NOW, shutdown=shutdown
+        )
         sync_location(
             copy.deepcopy(self.location),
             self.backup_store(),

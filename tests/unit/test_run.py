@@ -389,6 +389,8 @@ def test_dry_run_writes_nothing_and_plans_everything() -> None:
     assert plan == [
         "would create Backup velero/new",
         "would create PodVolumeBackup velero/p1",
+        'would patch Backup velero/new with {"metadata": {"annotations": '
+        '{"backup-sync.io/dependents-pending": null}}}',
         "would delete Backup velero/orphan",
         "would delete VolumeSnapshot app/vs",
         "would delete volumesnapshotcontents labelled velero.io/backup-name=orphan",

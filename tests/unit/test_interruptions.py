@@ -1,0 +1,460 @@
+"""Runs that stop half way: the in-progress mark on Backups whose dependents are not all in
+(a crash between the two writes loses nothing), termination requests (SIGTERM) and the
+grace period, and runs racing each other. On the fakes; the real-process versions are in
+tests/integration/test_interruptions.py."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.unit.fakes import (
+    Bucket,
+    FakeCluster,
+    MemoryStore,
+    stored_backup,
+    stored_pvb,
+    stored_vsclass,
+    stored_vscontent,
+)
+from tests.unit.helpers import NOW, NS, Env, bsl, cluster_backup, opener, settings
+from worker.cli import build_parser, settings_from
+from worker.cluster import (
+    BACKUP,
+    BACKUP_STORAGE_LOCATION,
+    POD_VOLUME_BACKUP,
+    VOLUME_SNAPSHOT_CLASS,
+    VOLUME_SNAPSHOT_CONTENT,
+    Kind,
+)
+from worker.errors import ClusterError, Interrupted
+from worker.report import EXIT_LOCATION_FAILED, SKIP_ALREADY_EXISTS, Outcome
+from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
+from worker.run import run
+from worker.shutdown import Shutdown
+from worker.sync import bounded_map
+
+Obj = dict[str, Any]
+
+
+def annotations(env: Env, name: str) -> dict[str, str]:
+    return dict(env.backups()[name]["metadata"].get("annotations") or {})
+
+
+def pvb_owner_uids(env: Env) -> dict[str, str]:
+    return {
+        name: pvb["metadata"]["ownerReferences"][0]["uid"]
+        for name, pvb in env.cluster.of(POD_VOLUME_BACKUP, NS).items()
+    }
+
+
+# -- the mark -------------------------------------------------------------------------------------
+
+
+def test_backup_is_created_marked_and_the_mark_removed_once_its_pvbs_are_in() -> None:
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
+    created_bodies: list[Obj] = []
+    create = env.cluster.create
+
+    def spy(kind: Kind, obj: Obj) -> Obj:
+        created_bodies.append(copy.deepcopy(obj))
+        return create(kind, obj)
+
+    env.cluster.create = spy  # type: ignore[method-assign]
+
+    report = env.sync()
+
+    assert report.errors == []
+    assert created_bodies[0]["metadata"]["annotations"] == {MARK: "true"}
+    assert env.cluster.writes == [
+        ("create", "backups", "b1"),
+        ("create", "podvolumebackups", "p1"),
+        ("create", "podvolumebackups", "p2"),
+        ("patch", "backups", "b1"),
+        ("patch", "backupstoragelocations", "default"),
+    ]
+    assert MARK not in annotations(env, "b1")
+
+
+@pytest.mark.parametrize("csi", [False, True])
+def test_a_backup_without_dependents_is_never_marked(csi: bool) -> None:
+    env = Env()
+    env.bucket.put_backup("no-files")
+    env.bucket.put_backup("empty-lists", pvbs=[], vsclasses=[], vscontents=[])
+
+    report = env.sync(csi=csi)
+
+    assert report.created == 2
+    assert [w for w in env.cluster.writes if w[0] != "create"] == [
+        ("patch", "backupstoragelocations", "default")
+    ]
+    assert all(MARK not in annotations(env, n) for n in ("no-files", "empty-lists"))
+
+
+def test_a_mark_in_the_bucket_is_not_copied() -> None:
+    env = Env()
+    stored = stored_backup("b1")
+    stored["metadata"]["annotations"] = {MARK: "true", "team": "payments"}
+    env.bucket.put_backup(stored)
+
+    env.sync()
+
+    assert annotations(env, "b1") == {"team": "payments"}
+
+
+def test_failed_pvb_create_keeps_the_mark_and_the_next_run_completes_with_the_real_uid() -> None:
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
+    env.cluster.fail_on[("create", "p2")] = ClusterError("create p2: 500", 500)
+
+    first = env.sync()
+
+    assert first.created == 1 and len(first.errors) == 1
+    assert annotations(env, "b1") == {MARK: "true"}
+    assert set(env.cluster.of(POD_VOLUME_BACKUP, NS)) == {"p1"}
+
+    del env.cluster.fail_on[("create", "p2")]
+    env.cluster.writes.clear()
+    second = env.sync()
+
+    uid = env.backups()["b1"]["metadata"]["uid"]
+    assert second.errors == []
+    assert (second.created, second.resumed) == (0, 1)
+    assert pvb_owner_uids(env) == {"p1": uid, "p2": uid}
+    assert (
+        env.cluster.of(POD_VOLUME_BACKUP, NS)["p2"]["metadata"]["labels"]["velero.io/backup-uid"]
+        == uid
+    )
+    assert MARK not in annotations(env, "b1")
+    assert ("create", "backups", "b1") not in env.cluster.writes
+
+    env.store.gets.clear()
+    env.cluster.writes.clear()
+    third = env.sync()
+    assert (third.created, third.resumed) == (0, 0)
+    assert env.store.gets == []  # steady state: no per-backup reads
+    assert env.cluster.writes == [("patch", "backupstoragelocations", "default")]
+
+
+def test_unreadable_pvb_file_keeps_the_mark_until_it_can_be_read() -> None:
+    env = Env()
+    env.bucket.put_backup("b1")
+    env.bucket.put_raw("b1", "b1-podvolumebackups.json.gz", b"not gzip")
+
+    first = env.sync()
+
+    assert first.created == 1
+    assert [e.object for e in first.errors] == ["pod volume backups of b1"]
+    assert annotations(env, "b1") == {MARK: "true"}
+
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    second = env.sync()
+
+    assert second.errors == [] and second.resumed == 1
+    assert pvb_owner_uids(env) == {"p1": env.backups()["b1"]["metadata"]["uid"]}
+    assert MARK not in annotations(env, "b1")
+
+
+def test_marked_backup_gone_from_the_store_is_left_alone() -> None:
+    env = Env()
+    marked = cluster_backup("gone", "default", phase="InProgress")
+    marked["metadata"]["annotations"] = {MARK: "true"}
+    env.cluster.add(BACKUP, marked)
+
+    report = env.sync()
+
+    assert report.resumed == 0
+    assert env.store.gets == []
+    assert annotations(env, "gone") == {MARK: "true"}
+
+
+def test_failed_mark_removal_is_an_item_error_and_the_next_run_removes_it() -> None:
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    env.cluster.fail_on[("patch", "b1")] = ClusterError("patch b1: 503", 503)
+
+    first = env.sync()
+
+    assert [e.object for e in first.errors] == [f"Backup {NS}/b1"]
+    assert MARK in first.errors[0].reason
+    del env.cluster.fail_on[("patch", "b1")]
+
+    second = env.sync()
+
+    assert second.errors == [] and second.resumed == 1
+    assert MARK not in annotations(env, "b1")
+    assert len(env.cluster.of(POD_VOLUME_BACKUP, NS)) == 1
+
+
+def test_completion_creates_csi_objects_too() -> None:
+    env = Env()
+    env.bucket.put_backup(
+        "b1",
+        pvbs=[],
+        vsclasses=[stored_vsclass("class-1")],
+        vscontents=[stored_vscontent("content-1", "b1")],
+    )
+    marked = cluster_backup("b1", "default")
+    marked["metadata"]["annotations"] = {MARK: "true"}
+    env.cluster.add(BACKUP, marked)
+
+    report = env.sync(csi=True)
+
+    assert report.resumed == 1
+    assert (report.csi_snapshot_classes, report.csi_snapshot_contents) == (1, 1)
+    assert set(env.cluster.of(VOLUME_SNAPSHOT_CLASS)) == {"class-1"}
+    assert set(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == {"content-1"}
+    assert MARK not in annotations(env, "b1")
+
+
+# -- a crash at every write ------------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """SIGKILL, as far as the code under test can tell: nothing after it runs."""
+
+
+class DyingCluster(FakeCluster):
+    """A FakeCluster whose process dies right before write number ``dies_at``."""
+
+    def __init__(self, dies_at: int) -> None:
+        super().__init__()
+        self.dies_at = dies_at
+        self.attempts = 0
+
+    def _write(self) -> None:
+        self.attempts += 1
+        if self.attempts == self.dies_at:
+            raise Killed
+
+    def create(self, kind: Kind, obj: Obj) -> Obj:
+        self._write()
+        return super().create(kind, obj)
+
+    def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
+        self._write()
+        super().delete(kind, name, namespace)
+
+    def patch_merge(
+        self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
+    ) -> Obj:
+        self._write()
+        return super().patch_merge(kind, name, namespace, patch, subresource)
+
+
+def crash_world(cluster: FakeCluster) -> Env:
+    env = Env(cluster=cluster)
+    for i in range(3):
+        name = f"b{i}"
+        env.bucket.put_backup(
+            name,
+            pvbs=[stored_pvb(f"{name}-p1", name), stored_pvb(f"{name}-p2", name)],
+            vsclasses=[stored_vsclass(f"class-{i}")],
+            vscontents=[stored_vscontent(f"{name}-content", name)],
+        )
+    env.bucket.put_backup("bare")
+    env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
+    return env
+
+
+def state(cluster: FakeCluster) -> Obj:
+    """The objects, with UIDs replaced by the name of the Backup they belong to."""
+    uid_names = {obj["metadata"]["uid"]: name for name, obj in cluster.of(BACKUP, NS).items()}
+    out: Obj = {}
+    for (plural, ns, name), obj in sorted(cluster.objects.items()):
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        meta.pop("uid")
+        for ref in meta.get("ownerReferences", []):
+            ref["uid"] = uid_names.get(ref["uid"], "unknown uid " + ref["uid"])
+        labels = meta.get("labels") or {}
+        if "velero.io/backup-uid" in labels:
+            labels["velero.io/backup-uid"] = uid_names.get(labels["velero.io/backup-uid"])
+        if plural == "backupstoragelocations":
+            obj.pop("status", None)
+        out[f"{plural}/{ns}/{name}"] = obj
+    return out
+
+
+def test_a_crash_before_any_write_then_a_clean_run_gives_the_undisturbed_result() -> None:
+    undisturbed = crash_world(DyingCluster(dies_at=0))
+    undisturbed.sync(csi=True)
+    writes = undisturbed.cluster.attempts
+    assert writes >= 15  # 4 Backups, 6 PVBs, 3 classes, 3 contents, 3 mark removals, ...
+    expected = state(undisturbed.cluster)
+    assert not any(MARK in str(obj) for obj in expected.values())
+
+    for dies_at in range(1, writes + 1):
+        cluster = DyingCluster(dies_at)
+        env = crash_world(cluster)
+        with pytest.raises(Killed):
+            env.sync(csi=True)
+        cluster.dies_at = 0  # the next process lives
+        report = env.sync(csi=True)
+        assert report.errors == [], (dies_at, report.errors)
+        assert state(cluster) == expected, f"crash before write {dies_at}"
+
+
+# -- termination requests -------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_shutdown_grace_starts_at_the_first_request_and_a_second_ends_it() -> None:
+    clock = Clock()
+    shutdown = Shutdown(grace=10, clock=clock)
+    assert not shutdown.requested and shutdown.remaining() == float("inf")
+
+    assert shutdown.request("SIGTERM") is True
+    clock.now += 4
+    assert shutdown.requested and shutdown.remaining() == 6
+    assert shutdown.reason == "interrupted by SIGTERM"
+
+    assert shutdown.request("SIGINT") is False
+    assert shutdown.remaining() == 0
+    assert shutdown.reason == "interrupted by SIGTERM"
+
+
+def test_bounded_map_starts_nothing_after_the_request_and_lets_running_items_finish() -> None:
+    shutdown = Shutdown(grace=5)
+    started: list[int] = []
+    release = threading.Event()
+
+    def fn(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            shutdown.request()
+        release.wait(2)
+        return i
+
+    results = []
+    threading.Timer(0.3, release.set).start()
+    for r in bounded_map(fn, range(1000), workers=4, shutdown=shutdown):
+        results.append(r)
+
+    assert len(started) < 20
+    assert sorted(results) == sorted(started)  # every started item finished and was reported
+
+
+def test_bounded_map_abandons_work_still_running_when_the_grace_period_ends() -> None:
+    shutdown = Shutdown(grace=0.3)
+    stuck = threading.Event()
+
+    def fn(i: int) -> int:
+        if i == 0:
+            shutdown.request()
+            return i
+        stuck.wait(10)  # a black-holed connection
+        return i
+
+    started = time.monotonic()
+    results = list(bounded_map(fn, range(100), workers=4, shutdown=shutdown))
+    took = time.monotonic() - started
+    stuck.set()
+
+    assert 0 in results
+    assert took < 2, f"waited {took:.1f}s for work that could not finish"
+
+
+def test_interrupted_location_deletes_no_orphans_and_is_not_marked_synced() -> None:
+    env = Env()
+    shutdown = Shutdown(grace=5)
+    for i in range(20):
+        env.bucket.put_backup(f"b{i:02}", pvbs=[stored_pvb(f"p{i:02}", f"b{i:02}")])
+    env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
+    get = env.store.get
+
+    def get_and_sigterm(key: str, max_bytes: int) -> bytes | None:
+        if key.endswith("b05/velero-backup.json"):
+            shutdown.request()
+        return get(key, max_bytes)
+
+    env.store.get = get_and_sigterm  # type: ignore[method-assign]
+
+    with pytest.raises(Interrupted, match=r"interrupted by SIGTERM after \d+ of 20 backups"):
+        env.sync(shutdown=shutdown, concurrency=1)
+
+    assert "orphan" in env.backups()
+    assert ("patch", "backupstoragelocations", "default") not in env.cluster.writes
+    assert set(env.backups()) == {"orphan", "b00", "b01", "b02", "b03", "b04"}
+    # Each created Backup got its dependents: nothing was left half done.
+    assert all(MARK not in annotations(env, n) for n in env.backups())
+
+
+def test_run_reports_the_interrupted_location_and_the_ones_not_started() -> None:
+    cluster = FakeCluster()
+    stores: dict[str, Any] = {}
+    for name in ("a", "b"):
+        cluster.add(BACKUP_STORAGE_LOCATION, bsl(name, default=name == "a"))
+        stores[name] = (MemoryStore(), "")
+    bucket = Bucket(stores["a"][0])
+    for i in range(5):
+        bucket.put_backup(f"b{i}")
+    shutdown = Shutdown(grace=5)
+    open_store = opener(stores)
+    original_list = stores["a"][0].list_common_prefixes
+
+    def list_and_sigterm(prefix: str, delimiter: str = "/") -> Any:
+        shutdown.request("SIGTERM")
+        return original_list(prefix, delimiter)
+
+    stores["a"][0].list_common_prefixes = list_and_sigterm
+
+    report = run(settings(), cluster, open_store, now=lambda: NOW, shutdown=shutdown)
+
+    assert report.exit_code == EXIT_LOCATION_FAILED
+    a, b = report.locations
+    assert (a.outcome, b.outcome) == (Outcome.FAILED, Outcome.FAILED)
+    assert a.reason.startswith("interrupted by SIGTERM after 0 of 5 backups")
+    assert b.reason == "interrupted by SIGTERM before this location started"
+    assert open_store.opened == ["a"]
+    assert cluster.of(BACKUP, NS) == {}
+    assert not any(w[0] == "patch" for w in cluster.writes)
+
+
+def test_shutdown_grace_flag() -> None:
+    args = build_parser().parse_args(["--shutdown-grace", "7.5"])
+    assert settings_from(args, {}).shutdown_grace == 7.5
+    assert settings_from(build_parser().parse_args([]), {}).shutdown_grace == 20
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--shutdown-grace", "-1"])
+
+
+# -- racing runs ----------------------------------------------------------------------------------
+
+
+def test_two_runs_racing_on_the_same_backups_converge_without_errors() -> None:
+    env = Env()
+    for i in range(30):
+        env.bucket.put_backup(f"b{i:02}", pvbs=[stored_pvb(f"p{i:02}", f"b{i:02}")])
+    env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
+    reports = []
+
+    def one_run() -> None:
+        reports.append(env.sync(concurrency=4))
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert [r.errors for r in reports] == [[], []]
+    assert sum(r.created for r in reports) == 30  # each Backup by exactly one of them
+    # The loser of a create race skips; a Backup already listed is not even tried.
+    assert set().union(*(r.skipped for r in reports)) <= {SKIP_ALREADY_EXISTS}
+    assert "orphan" not in env.backups()
+    uids = {n: b["metadata"]["uid"] for n, b in env.backups().items()}
+    assert pvb_owner_uids(env) == {f"p{i:02}": uids[f"b{i:02}"] for i in range(30)}
+    assert all(MARK not in annotations(env, n) for n in uids)
