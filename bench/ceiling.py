@@ -5,6 +5,9 @@ bounded pool, and no object store at all. Run as its own process, like the worke
     python -m bench.ceiling --kubeconfig K --namespace NS --count 5000 \\
         --pod-volume-backups 2 --concurrency 16 --kube-qps 0 --kube-burst 100
 
+With ``--mark`` it makes every API write of a full sync instead: the Backup is created with
+the in-progress mark, which a patch removes once its pod volume backups are in.
+
 Prints one JSON line: ``{"created": ..., "failed": ..., "seconds": ...}``. The objects are
 exactly those the worker would create from the benchmark's bucket (``bench.dataset``), so
 the request bodies match. Also used to put a synced cluster in place quickly
@@ -29,14 +32,23 @@ from worker.retry import RetryPolicy
 from worker.sync import bounded_map
 
 LOCATION = "default"
+MARK = rewrite.DEPENDENTS_PENDING_ANNOTATION
 
 
 def create_one(
-    cluster: KubeCluster, index: int, namespace: str, pod_volume_backups: int, now: datetime
+    cluster: KubeCluster,
+    index: int,
+    namespace: str,
+    pod_volume_backups: int,
+    now: datetime,
+    mark: bool = False,
 ) -> tuple[int, int]:
     """Create one backup and its pod volume backups, as the worker does; (created, failed)."""
     seed = seed_backup(index, pod_volume_backups)
     backup = rewrite.backup_for_cluster(backup_document(seed, now), namespace, LOCATION, now)
+    mark = mark and pod_volume_backups > 0  # the worker marks only Backups with dependents
+    if mark:
+        backup["metadata"].setdefault("annotations", {})[MARK] = "true"
     created = failed = 0
     try:
         stored = cluster.create(BACKUP, backup)
@@ -55,6 +67,12 @@ def create_one(
             pass
         except ClusterError:
             failed += 1
+    if mark and not failed:
+        patch = {"metadata": {"annotations": {MARK: None}}}
+        try:
+            cluster.patch_merge(BACKUP, seed.name, namespace, patch)
+        except ClusterError:
+            failed += 1
     return created, failed
 
 
@@ -69,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kube-qps", type=float, default=0.0)
     parser.add_argument("--kube-burst", type=int, default=100)
     parser.add_argument("--request-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--mark", action="store_true", help="also the in-progress mark and its removal"
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -86,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     indexes = range(args.start, args.start + args.count)
     try:
         for ok, bad in bounded_map(
-            lambda i: create_one(cluster, i, args.namespace, args.pod_volume_backups, now),
+            lambda i: create_one(
+                cluster, i, args.namespace, args.pod_volume_backups, now, args.mark
+            ),
             indexes,
             args.concurrency,
         ):

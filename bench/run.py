@@ -29,6 +29,7 @@ DEFAULTS = Settings(namespace="velero")
 FULL = "full sync"
 SEQUENTIAL = "full sync, --concurrency 1"
 CEILING = "API-create ceiling"
+WRITE_CEILING = "API-write ceiling"  # the creates and the in-progress mark's patches
 STEADY = "steady state"
 POLITE = "full sync, default limits"
 
@@ -105,6 +106,7 @@ def ceiling_argv(
     *,
     pod_volume_backups: int,
     limits: Limits,
+    mark: bool = False,
 ) -> list[str]:
     return [
         sys.executable,
@@ -124,6 +126,7 @@ def ceiling_argv(
         f"{limits.qps:g}",
         "--kube-burst",
         str(limits.burst),
+        *(["--mark"] if mark else []),
     ]
 
 
@@ -194,8 +197,8 @@ def _seed(
 def _full_sync_cases(
     env: BenchEnv, plan: Plan, n: int, log_dir: Path, seeding: dict[str, float]
 ) -> list[Measurement]:
-    """Per repetition the ceiling, then the worker (full sync, then steady state), each in a
-    fresh namespace, interleaved so both see the same machine; then the references that
+    """Per repetition the two ceilings, then the worker (full sync, then steady state), each
+    in a fresh namespace, interleaved so all see the same machine; then the references that
     take long once: the sequential run and the run with the worker's default limits."""
     prefix = f"n{n}"
     pvbs = plan.pod_volume_backups
@@ -210,13 +213,14 @@ def _full_sync_cases(
         return m, child.stdout
 
     for sample in range(1, plan.repeat + 1):
-        ns = env.velero_namespace(f"ceiling-{n}-{sample}", prefix)
-        argv = ceiling_argv(env, ns, n, pod_volume_backups=pvbs, limits=limits)
-        m, _ = run(CEILING, sample, ns, argv)
-        if m.exit_code != 0 or m.creates != n * (1 + pvbs):
-            raise BenchFailure(f"ceiling N={n}: exit {m.exit_code}, {m.creates} creates")
-        out.append(_logged(m))
-        env.delete_namespace(ns)
+        for case, mark in ((CEILING, False), (WRITE_CEILING, True)):
+            ns = env.velero_namespace(f"ceiling-{n}-{sample}-{int(mark)}", prefix)
+            argv = ceiling_argv(env, ns, n, pod_volume_backups=pvbs, limits=limits, mark=mark)
+            m, _ = run(case, sample, ns, argv)
+            if m.exit_code != 0 or m.creates != n * (1 + pvbs):
+                raise BenchFailure(f"{case} N={n}: exit {m.exit_code}, {m.creates} creates")
+            out.append(_logged(m))
+            env.delete_namespace(ns)
 
         ns = env.velero_namespace(f"full-{n}-{sample}", prefix)
         m, stdout = run(FULL, sample, ns, worker_argv(env, ns, limits))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.run import CEILING, FULL, POLITE, SEQUENTIAL, STEADY
+from bench.run import CEILING, FULL, POLITE, SEQUENTIAL, STEADY, WRITE_CEILING
 from harness.tools import ToolUnavailable, tool_path
 from tests.conftest import in_ci
 
@@ -57,6 +57,7 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
     rows = {(m["case"], m["n"]): m for m in results["measurements"]}
     assert set(rows) == {
         (CEILING, N),
+        (WRITE_CEILING, N),
         (FULL, N),
         (STEADY, N),
         (SEQUENTIAL, N),
@@ -64,13 +65,16 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
         (STEADY, LISTING_N),
     }
 
-    # Counted by the servers: 1 + 2 creates per backup, 2 GETs per backup.
-    assert rows[(CEILING, N)]["api"] == {"create backups": N, "create podvolumebackups": 2 * N}
+    # Counted by the servers: 1 + 2 creates and the mark's patch per backup, 2 GETs per backup.
+    creates = {"create backups": N, "create podvolumebackups": 2 * N}
+    assert rows[(CEILING, N)]["api"] == creates
+    assert rows[(WRITE_CEILING, N)]["api"] == {**creates, "patch backups": N}
     assert rows[(CEILING, N)]["storeRequests"] == 0
     for case in (FULL, SEQUENTIAL, POLITE):
         row = rows[(case, N)]
         assert row["api"]["create backups"] == N, case
         assert row["api"]["create podvolumebackups"] == 2 * N, case
+        assert row["api"]["patch backups"] == N, case
         assert row["store"]["getobject"] == 2 * N, case
         assert row["store"]["listobjectsv2"] == 1, case
     assert rows[(SEQUENTIAL, N)]["settings"]["concurrency"] == 1
