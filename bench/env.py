@@ -9,7 +9,6 @@ request counters (or moto's access log).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -184,21 +183,21 @@ class BenchEnv:
             raise RuntimeError(f"{method} {path} -> {status}: {obj.get('message', obj)}")
         return obj
 
+    def child_env(self) -> dict[str, str]:
+        """The environment of a measured process: the store's credentials as a file named by
+        AWS_SHARED_CREDENTIALS_FILE, as the chart mounts its credentials Secret (a location's
+        ``spec.credential`` would add one Secret read per location and run)."""
+        path = self._dir / "cloud-credentials"
+        if not path.exists():
+            path.write_bytes(self.store.credentials())
+            path.chmod(0o600)
+        return {**os.environ, "AWS_SHARED_CREDENTIALS_FILE": str(path)}
+
     def velero_namespace(self, name: str, prefix: str) -> str:
-        """A fresh namespace with a credential Secret and a default BSL reading ``prefix``
-        of the bucket through toxiproxy."""
+        """A fresh namespace with a default BSL reading ``prefix`` of the bucket through
+        toxiproxy (credentials: ``child_env``)."""
         cp = self._cp()
         cp.create_namespace(name)
-        self._ok(
-            "POST",
-            f"/api/v1/namespaces/{name}/secrets",
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "cloud-credentials"},
-                "data": {"cloud": base64.b64encode(self.store.credentials()).decode()},
-            },
-        )
         config = dict(self.store.location_config(BUCKET))
         config["s3Url"] = f"http://127.0.0.1:{self.proxy_port}"
         self._ok(
@@ -213,7 +212,6 @@ class BenchEnv:
                     "default": True,
                     "objectStorage": {"bucket": BUCKET, "prefix": prefix},
                     "config": config,
-                    "credential": {"name": "cloud-credentials", "key": "cloud"},
                 },
             },
         )

@@ -88,7 +88,9 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
-def run_child(argv: list[str], log_dir: Path, name: str, timeout: float) -> Child:
+def run_child(
+    argv: list[str], log_dir: Path, name: str, timeout: float, env: dict[str, str] | None = None
+) -> Child:
     """Run ``argv`` with stdout/stderr to files; wall time from spawn to reaped exit.
 
     Peak RSS is the child's own ``VmHWM``, sampled every few milliseconds while it runs
@@ -99,7 +101,7 @@ def run_child(argv: list[str], log_dir: Path, name: str, timeout: float) -> Chil
     hwm = 0
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         deadline = started + timeout
         while True:
             hwm = max(hwm, _vm_hwm_kib(proc.pid))
@@ -140,7 +142,7 @@ def measured(
     audit = env.audit_offset()
     store_before = env.store_counts()
     name = "".join(c if c.isalnum() else "_" for c in case) + f"-{n}" + (f"-{tag}" if tag else "")
-    child = run_child(argv, log_dir, name, timeout)
+    child = run_child(argv, log_dir, name, timeout, env.child_env())
     api = env.api_counts(audit)
     store = env.store_counts() - store_before
     server_cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}

@@ -262,7 +262,7 @@ def _listing_case(
     populate = ceiling_argv(
         env, ns, n, pod_volume_backups=0, limits=Limits(32, 0, DEFAULTS.kube_burst)
     )
-    child = run_child(populate, log_dir, f"populate-{n}", plan.timeout)
+    child = run_child(populate, log_dir, f"populate-{n}", plan.timeout, env.child_env())
     if child.code != 0:
         raise BenchFailure(f"populating {n} Backups failed: {child.stderr[-800:]}")
     seeding[f"cluster-{n}"] = time.monotonic() - t

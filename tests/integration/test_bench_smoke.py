@@ -87,6 +87,12 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
         assert steady["api"]["list backups"] == 1
         assert steady["api"]["patch backupstoragelocations"] == 1
         assert not any(kind.startswith("create ") for kind in steady["api"])
+        # Exactly the budget: list pages and the status patch.
+        assert set(steady["api"]) == {
+            "list backupstoragelocations",
+            "list backups",
+            "patch backupstoragelocations",
+        }
         assert 0 < steady["peakRssMiB"] < 200
 
     report = (tmp_path / "benchmark.md").read_text()
