@@ -320,29 +320,25 @@ class _BackupSyncer:
         """Every dependent file of the folder; a file that cannot be read is an item error
         (and keeps the mark, so the next run tries it again)."""
         found = _Dependents()
-        reads: list[tuple[str, str, Callable[[str], list[Obj] | StreamedList]]] = [
-            ("pod_volume_backups", "pod volume backups", self._store.pod_volume_backups)
-        ]
-        if self._options.csi:
-            reads += [
-                (
-                    "snapshot_classes",
-                    "CSI snapshot classes",
-                    self._store.csi_volume_snapshot_classes,
-                ),
-                (
-                    "snapshot_contents",
-                    "CSI snapshot contents",
-                    self._store.csi_volume_snapshot_contents,
-                ),
-            ]
-        for attr, what, read in reads:
+
+        Read = Callable[[str], list[Obj] | StreamedList]
+
+        def read(what: str, get: Read) -> list[Obj] | StreamedList:
             try:
-                setattr(found, attr, read(name))
+                return get(name)
             except (ItemError, StoreError) as exc:
                 log.error(f"cannot read {what}", extra={**ctx, "error": str(exc)})
                 outcome.errors.append(ItemFailure(f"{what} of {name}", str(exc)))
                 found.unreadable = True
+                return []
+
+        found.pod_volume_backups = read("pod volume backups", self._store.pod_volume_backups)
+        if self._options.csi:
+            store = self._store
+            found.snapshot_classes = read("CSI snapshot classes", store.csi_volume_snapshot_classes)
+            found.snapshot_contents = read(
+                "CSI snapshot contents", store.csi_volume_snapshot_contents
+            )
         return found
 
     def _create_dependents(
