@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -15,7 +17,7 @@ from worker.errors import ConfigError
 from worker.logs import configure as configure_logging
 from worker.progress import StatusLine
 from worker.progress import factory as progress_factory
-from worker.report import EXIT_CONFIG
+from worker.report import EXIT_CONFIG, RunReport
 from worker.retry import RetryPolicy
 from worker.run import run
 from worker.settings import Settings, parse_features, parse_go_duration
@@ -246,12 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = StatusLine(sys.stderr) if settings.log_format == "text" and _tty(sys.stderr) else None
     configure_logging(settings.log_level, settings.log_format, status)
     shutdown = Shutdown(settings.shutdown_grace)
+    report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
     restore_signals = install(shutdown)
     try:
-        report = run(settings, progress=progress_factory(status), shutdown=shutdown)
+        finished = _run_until_done_or_grace_over(settings, status, shutdown, report)
     finally:
         restore_signals()
-    print(report.render(settings.log_format), flush=True)
+    if not finished:
+        report.abandon(shutdown.reason)
+    print(_render(report, settings.log_format), flush=True)
     if shutdown.requested:
         # Work abandoned after the grace period may still hold threads; do not wait for
         # them (what they left half done carries the in-progress mark).
@@ -259,3 +264,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(report.exit_code)
     return report.exit_code
+
+
+# After the grace period, how long the run may take to wrap up (its own bounded waits end
+# at the grace period) before the summary is printed without it.
+WRAP_UP_SECONDS = 2.0
+
+
+def _run_until_done_or_grace_over(
+    settings: Settings, status: StatusLine | None, shutdown: Shutdown, report: RunReport
+) -> bool:
+    """The run in its own thread, so that the main thread can print a summary even when the
+    run is stuck in a call (a black-holed connection); True when the run ended."""
+    thread = threading.Thread(
+        target=run,
+        args=(settings,),
+        kwargs={"progress": progress_factory(status), "shutdown": shutdown, "report": report},
+        name="run",
+        daemon=True,
+    )
+    thread.start()
+    while thread.is_alive():
+        if shutdown.requested and shutdown.remaining() <= 0:
+            thread.join(WRAP_UP_SECONDS)
+            return not thread.is_alive()
+        thread.join(0.1)
+    return True
+
+
+def _render(report: RunReport, fmt: str) -> str:
+    """The summary; an abandoned run may still be changing the report while it is read."""
+    for _attempt in range(3):
+        try:
+            return report.render(fmt)
+        except RuntimeError:  # a dict changed size during iteration
+            time.sleep(0.05)
+    return report.render(fmt)

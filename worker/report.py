@@ -151,6 +151,15 @@ class RunReport:
             return EXIT_ITEMS_FAILED
         return EXIT_OK
 
+    def abandon(self, reason: str) -> None:
+        """The run did not end within the grace period after a termination request: the
+        locations still in progress failed, and so did the run."""
+        for loc in list(self.locations):
+            if loc.outcome is Outcome.SYNCED and not loc.status_patched:
+                loc.fail(Outcome.FAILED, f"{reason}: abandoned in flight after the grace period")
+        self.error = f"{reason}: the run did not end within the grace period"
+        self.error_exit_code = EXIT_LOCATION_FAILED
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "namespace": self.namespace,

@@ -56,12 +56,15 @@ def run(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: ProgressFactory = Progress,
     shutdown: Shutdown = NEVER,
+    report: RunReport | None = None,
 ) -> RunReport:
-    """One sync run; never raises for expected failures, they end up in the report.
-    After a termination request (``shutdown``) it ends early, with the location it was
-    syncing and those after it reported as interrupted."""
+    """One sync run; never raises for expected failures, they end up in the report (pass
+    ``report`` to watch it fill from another thread). After a termination request
+    (``shutdown``) it ends early, with the location it was syncing and those after it
+    reported as interrupted."""
     started = time.monotonic()
-    report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
+    if report is None:
+        report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
     owned: KubeCluster | None = None
     try:
         if cluster is None:

@@ -3,10 +3,10 @@ Cluster port and the BackupStore, so it runs the same on in-memory fakes and rea
 
 Per location: snapshot the Backups in the cluster, list the backups in the store, create
 what the cluster lacks (with pod volume backups and, with EnableCSI, CSI objects), complete
-the Backups an interrupted run left with the in-progress mark, delete orphans, then
-merge-patch ``status.lastSyncedTime``. A store failure fails the location before anything
-is written; one bad backup never stops the others; a termination request stops the location
-before its orphans and status are touched.
+the Backups an interrupted run left with the in-progress mark, merge-patch
+``status.lastSyncedTime``, then delete orphans. A store failure fails the location before
+anything is written; one bad backup never stops the others; a failed status patch or a
+termination request fails the location before any orphan is deleted.
 """
 
 from __future__ import annotations
@@ -122,8 +122,9 @@ def sync_location(
 ) -> None:
     """Sync one location into the cluster, filling ``report``.
 
-    Raises StoreError when the store listing fails (nothing has been written then) and
-    ClusterError when the status patch fails.
+    Raises StoreError when the store listing fails (nothing has been written then),
+    ClusterError when the status patch fails and Interrupted after a termination request
+    (no orphan deleted in either case).
     """
     location_name = name_of(location)
     ctx = {"location": location_name}
@@ -153,7 +154,8 @@ def sync_location(
     syncer = _BackupSyncer(location_name, store, cluster, options)
     progress = options.progress(location_name, total)
     done = 0
-    work: Iterator[str | ClusterBackup] = itertools.chain(to_sync, to_complete)
+    # Marked Backups first: a job killed again and again must not let them pile up.
+    work: Iterator[str | ClusterBackup] = itertools.chain(to_complete, to_sync)
     for outcome in bounded_map(syncer.handle, work, options.concurrency, options.shutdown):
         _fold(report, outcome)
         progress.advance()
@@ -161,12 +163,13 @@ def sync_location(
     progress.finish()
     _check_interrupted(options.shutdown, done, total)
 
-    _delete_orphans(location_name, existing, in_store, cluster, options, report)
-
-    _check_interrupted(options.shutdown, done, total)
+    # The status patch comes before the orphan deletions (Velero: after), so that a location
+    # whose patch fails has deleted nothing.
     stamp = options.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     patch_last_synced(cluster, location_name, options.namespace, stamp)
     report.status_patched = True
+
+    _delete_orphans(location_name, existing, in_store, cluster, options, report)
 
 
 def _check_interrupted(shutdown: Shutdown, done: int, total: int) -> None:
@@ -295,6 +298,8 @@ class _BackupSyncer:
         except AlreadyExists:
             log.debug("backup already exists in the cluster", extra=ctx)
             outcome.skipped = SKIP_ALREADY_EXISTS
+            if not dependents.none:
+                self._complete_if_marked(name, dependents, outcome, ctx)
             return
         except ClusterError as exc:
             log.error("cannot create backup", extra={**ctx, "error": str(exc)})
@@ -312,6 +317,27 @@ class _BackupSyncer:
         log.info("completing the dependents of a backup created by an earlier run", extra=ctx)
         dependents = self._read_dependents(backup.name, outcome, ctx)
         self._create_dependents(backup.name, backup.uid, dependents, outcome, ctx)
+        outcome.resumed = not outcome.errors
+
+    def _complete_if_marked(
+        self, name: str, dependents: _Dependents, outcome: BackupOutcome, ctx: dict[str, str]
+    ) -> None:
+        """The create said AlreadyExists. When the Backup carries the mark, it is ours (a
+        create whose answer was lost and whose retry found it) or a racing run's; either
+        way its dependents are due now, not a run later."""
+        try:
+            existing = self._cluster.get(BACKUP, name, self._options.namespace)
+        except ClusterError as exc:
+            log.error("cannot read the existing backup", extra={**ctx, "error": str(exc)})
+            outcome.errors.append(ItemFailure(self._ref(name), str(exc)))
+            return
+        if existing is None:
+            return  # deleted meanwhile
+        found = _summarize(existing)
+        if not found.dependents_pending:
+            return
+        outcome.skipped = ""
+        self._create_dependents(name, found.uid, dependents, outcome, ctx)
         outcome.resumed = not outcome.errors
 
     def _read_dependents(

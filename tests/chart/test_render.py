@@ -345,8 +345,9 @@ def test_rendered_args_are_valid_for_the_cli(helm: Helm, name: str) -> None:
     assert settings.mass_orphan_floor == merged["massOrphanFloor"]
     assert settings.pushgateway_url == (merged["pushgatewayUrl"] or None)
     assert settings.shutdown_grace == merged["shutdownGrace"]
-    assert rendered.pod_spec["terminationGracePeriodSeconds"] == (
-        merged["terminationGracePeriodSeconds"]
+    assert (
+        rendered.pod_spec["terminationGracePeriodSeconds"]
+        == (merged["terminationGracePeriodSeconds"])
     )
     assert (settings.log_format, settings.log_level) == (merged["logFormat"], merged["logLevel"])
     assert args.default_backup_sync_period == merged["defaultBackupSyncPeriod"]

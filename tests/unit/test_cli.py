@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -26,9 +27,15 @@ class Recorder:
         self.logging: list[tuple[str, str]] = []
         self.report = report or RunReport(namespace="velero")
 
-    def run(self, settings: Settings, **_wiring: Any) -> RunReport:
+    def run(
+        self, settings: Settings, *, report: RunReport | None = None, **_wiring: Any
+    ) -> RunReport:
+        """Fills the report the CLI passes in (its summary comes from that one)."""
         self.settings.append(settings)
         self.report.namespace = settings.namespace
+        if report is not None:
+            for f in dataclasses.fields(RunReport):
+                setattr(report, f.name, getattr(self.report, f.name))
         return self.report
 
     def configure(self, level: str, fmt: str, stream: object = None) -> None:

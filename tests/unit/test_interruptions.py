@@ -6,6 +6,7 @@ tests/integration/test_interruptions.py."""
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from tests.unit.fakes import (
     stored_vscontent,
 )
 from tests.unit.helpers import NOW, NS, Env, bsl, cluster_backup, opener, settings
+from worker import cli
 from worker.cli import build_parser, settings_from
 from worker.cluster import (
     BACKUP,
@@ -31,8 +33,14 @@ from worker.cluster import (
     VOLUME_SNAPSHOT_CONTENT,
     Kind,
 )
-from worker.errors import ClusterError, Interrupted
-from worker.report import EXIT_LOCATION_FAILED, SKIP_ALREADY_EXISTS, Outcome
+from worker.errors import AlreadyExists, ClusterError, Interrupted
+from worker.report import (
+    EXIT_LOCATION_FAILED,
+    SKIP_ALREADY_EXISTS,
+    LocationReport,
+    Outcome,
+    RunReport,
+)
 from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
 from worker.run import run
 from worker.shutdown import Shutdown
@@ -458,3 +466,110 @@ def test_two_runs_racing_on_the_same_backups_converge_without_errors() -> None:
     uids = {n: b["metadata"]["uid"] for n, b in env.backups().items()}
     assert pvb_owner_uids(env) == {f"p{i:02}": uids[f"b{i:02}"] for i in range(30)}
     assert all(MARK not in annotations(env, n) for n in uids)
+
+
+# -- a run stuck past the grace period -------------------------------------------------------------
+
+
+def test_a_run_stuck_in_a_call_is_abandoned_and_the_summary_still_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stuck = threading.Event()
+
+    def run_stuck_in_a_listing(settings: Any, *, report: RunReport, **_: Any) -> RunReport:
+        report.locations.append(LocationReport(name="default", listed=0))
+        stuck.wait(30)  # a black-holed store listing in the run's thread
+        return report
+
+    monkeypatch.setattr(cli, "run", run_stuck_in_a_listing)
+    monkeypatch.setattr(cli, "WRAP_UP_SECONDS", 0.2)
+    shutdown = Shutdown(grace=0.3)
+    report = RunReport(namespace=NS)
+    threading.Timer(0.2, shutdown.request).start()
+
+    started = time.monotonic()
+    finished = cli._run_until_done_or_grace_over(settings(), None, shutdown, report)
+    took = time.monotonic() - started
+    stuck.set()
+
+    assert finished is False
+    assert took < 2
+    report.abandon(shutdown.reason)
+    assert report.exit_code == EXIT_LOCATION_FAILED
+    assert report.error == "interrupted by SIGTERM: the run did not end within the grace period"
+    assert report.locations[0].outcome is Outcome.FAILED
+    assert "abandoned in flight" in report.locations[0].reason
+    assert json.loads(report.render("json"))["locations"][0]["outcome"] == "failed"
+
+
+def test_abandon_keeps_what_already_ended() -> None:
+    done = LocationReport(name="done", status_patched=True)
+    not_due = LocationReport(name="later", outcome=Outcome.NOT_DUE)
+    report = RunReport(namespace=NS, locations=[done, not_due])
+    report.abandon("interrupted by SIGINT")
+    assert (done.outcome, not_due.outcome) == (Outcome.SYNCED, Outcome.NOT_DUE)
+    assert report.exit_code == EXIT_LOCATION_FAILED
+
+
+# -- faults between the writes ---------------------------------------------------------------------
+
+
+class LostAnswerCluster(FakeCluster):
+    """The server creates each Backup, the answer is lost, the retry gets AlreadyExists."""
+
+    def create(self, kind: Kind, obj: Obj) -> Obj:
+        created = super().create(kind, obj)
+        if kind is BACKUP:
+            raise AlreadyExists(f"Backup {created['metadata']['name']} already exists", 409)
+        return created
+
+
+def test_a_backup_whose_create_answer_was_lost_still_gets_its_dependents_now() -> None:
+    env = Env(cluster=LostAnswerCluster())
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
+    env.bucket.put_backup("plain")  # no dependents: nothing to look up
+
+    report = env.sync()
+
+    uid = env.backups()["b1"]["metadata"]["uid"]
+    assert report.errors == []
+    assert (report.resumed, report.pod_volume_backups) == (1, 2)
+    assert report.skipped == {SKIP_ALREADY_EXISTS: 1}  # "plain": truly nothing to do
+    assert pvb_owner_uids(env) == {"p1": uid, "p2": uid}
+    assert MARK not in annotations(env, "b1")
+    assert env.cluster.calls.count(("get", "backups")) == 1
+
+
+class VeleroWinsCluster(FakeCluster):
+    """Velero's own sync creates each Backup (unmarked) just before this worker does."""
+
+    def create(self, kind: Kind, obj: Obj) -> Obj:
+        if kind is BACKUP:
+            theirs = copy.deepcopy(obj)
+            theirs["metadata"].pop("annotations", None)
+            super().create(kind, theirs)
+        return super().create(kind, obj)
+
+
+def test_an_unmarked_backup_that_already_exists_is_left_to_its_creator() -> None:
+    env = Env(cluster=VeleroWinsCluster())
+    env.bucket.put_backup("raced", pvbs=[stored_pvb("p1", "raced")])
+
+    report = env.sync()
+
+    assert report.skipped == {SKIP_ALREADY_EXISTS: 1}
+    assert report.resumed == 0
+    assert env.cluster.of(POD_VOLUME_BACKUP, NS) == {}
+
+
+def test_a_failed_status_patch_deletes_no_orphan() -> None:
+    env = Env()
+    env.bucket.put_backup("b1")
+    env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
+    env.cluster.fail_on[("patch", "backupstoragelocations")] = ClusterError("patch: 503", 503)
+
+    with pytest.raises(ClusterError):
+        env.sync()
+
+    assert "orphan" in env.backups()
+    assert env.deletes() == []

@@ -391,11 +391,11 @@ def test_dry_run_writes_nothing_and_plans_everything() -> None:
         "would create PodVolumeBackup velero/p1",
         'would patch Backup velero/new with {"metadata": {"annotations": '
         '{"backup-sync.io/dependents-pending": null}}}',
+        'would patch BackupStorageLocation velero/a with {"status": {"lastSyncedTime": '
+        f'"{NOW_STAMP}"}}}}',
         "would delete Backup velero/orphan",
         "would delete VolumeSnapshot app/vs",
         "would delete volumesnapshotcontents labelled velero.io/backup-name=orphan",
-        'would patch BackupStorageLocation velero/a with {"status": {"lastSyncedTime": '
-        f'"{NOW_STAMP}"}}}}',
     ]
     text = report.render("text")
     assert "(dry run: nothing written)" in text
