@@ -477,6 +477,30 @@ class ControlPlane:
             },
         )
 
+    # -- proxies in front of the apiserver (fault tests)
+
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the apiserver's CA and presents the admin
+        certificate: what a test proxy in front of the apiserver forwards requests with."""
+        pki = self._require_started()
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        ctx.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        return ctx
+
+    def admin_kubeconfig_via(self, server: str, ca_pem: bytes | None = None) -> Path:
+        """A copy of the admin kubeconfig whose server is ``server`` (a proxy in front of
+        the apiserver), trusting ``ca_pem`` instead of the apiserver's CA when the proxy
+        terminates TLS with a certificate of its own."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        cluster = config["clusters"][0]["cluster"]
+        cluster["server"] = server
+        if ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+        path = self.work_dir / f"admin-via-{uuid.uuid4().hex[:6]}.kubeconfig"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
     # -- raw API access (admin)
 
     def request(
