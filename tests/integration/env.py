@@ -21,6 +21,7 @@ from harness.objectstores import ObjectStoreServer
 from harness.seed import SeedBackup, backup_objects, seed
 
 Obj = dict[str, Any]
+Argv = list[str]  # (``SyncEnv.list`` hides the builtin inside the class)
 CLI = str(Path(sys.executable).with_name("backup-sync"))
 VELERO = "/apis/velero.io/v1/namespaces/{ns}/{plural}"
 SNAPSHOTS = "/apis/snapshot.storage.k8s.io/v1"
@@ -142,8 +143,10 @@ class SyncEnv:
 
     # -- bucket ---------------------------------------------------------------------------
 
-    def seed(self, *backups: SeedBackup, prefix: str = "") -> None:
-        seed(self.server.putter(self.bucket), prefix, backups)
+    def seed(self, *backups: SeedBackup, prefix: str = "", now: datetime | None = None) -> None:
+        """Write ``backups`` into the bucket; their timestamps from ``now`` (default: now), so
+        buckets seeded with the same ``now`` hold the same bytes."""
+        seed(self.server.putter(self.bucket), prefix, backups, now)
 
     def put(self, key: str, data: bytes) -> None:
         self.server.put(self.bucket, key, data)
@@ -155,9 +158,10 @@ class SyncEnv:
 
     # -- the CLI --------------------------------------------------------------------------
 
-    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> CliResult:
-        """``backup-sync`` against this namespace (JSON summary unless ``args`` ask for
-        text), reaped with wait4 for its peak RSS."""
+    def command(self, *args: str, env: dict[str, str] | None = None) -> tuple[Argv, dict[str, str]]:
+        """The argv and environment of ``backup-sync`` against this namespace (JSON logs and
+        summary, short retries; ``args`` come last, so they override), for ``run`` or for a
+        process a test starts and signals itself."""
         argv = [
             CLI,
             "--kubeconfig",
@@ -175,7 +179,12 @@ class SyncEnv:
             *args,
         ]
         shortcut = {} if self.with_credential else self.server.env()
-        full_env = {**os.environ, **shortcut, **(env or {})}
+        return argv, {**os.environ, **shortcut, **(env or {})}
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> CliResult:
+        """``backup-sync`` against this namespace (JSON summary unless ``args`` ask for
+        text), reaped with wait4 for its peak RSS."""
+        argv, full_env = self.command(*args, env=env)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             started = time.monotonic()
             proc = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env)
