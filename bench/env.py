@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from harness.controlplane import ControlPlane, ControlPlaneError
 from harness.minio import MinIO
 from harness.objectstores import MotoS3
+from harness.processes import Service
 from harness.toxiproxy import Toxiproxy
 
 BUCKET = "velero-bench"
@@ -75,7 +75,7 @@ class _MotoCounter:
         return counts
 
 
-class BenchEnv:
+class BenchEnv(Service):
     """Everything a benchmark run talks to. A context manager; ``latency_ms`` is added to
     every response of the object store."""
 
@@ -94,21 +94,14 @@ class BenchEnv:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
+        """Everything, or nothing: what started is stopped again when a part fails."""
         try:
             self._start()
         except BaseException:
             self.stop()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _start(self) -> None:
         policy = self._dir / "audit-policy.yaml"

@@ -42,7 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harness import pki
 from harness.pki import issue, key_pem, loopback_sans, new_key
-from harness.processes import die_with_parent, free_port, stop_process
+from harness.processes import Service, die_with_parent, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
@@ -237,7 +237,7 @@ def _cleanup(procs: list[subprocess.Popen[bytes]], work_dir: str | None) -> None
 # --- the control plane ----------------------------------------------------------------------
 
 
-class ControlPlane:
+class ControlPlane(Service):
     """etcd + kube-apiserver on 127.0.0.1 with RBAC; a context manager."""
 
     def __init__(
@@ -262,12 +262,6 @@ class ControlPlane:
         self._discovery: list[str] | None = None
 
     # -- lifecycle
-
-    def __enter__(self) -> ControlPlane:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> ControlPlane:
         """Start etcd and kube-apiserver, wait for /readyz, write the admin kubeconfig."""

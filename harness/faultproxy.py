@@ -36,8 +36,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
+
+from harness.processes import Service
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -241,7 +242,7 @@ class Exchange:
     key: str = ""  # Request.key(): the same for a client's retries of one request
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """The proxy: a context manager serving on a free loopback port."""
 
     def __init__(
@@ -287,17 +288,6 @@ class FaultProxy:
         if server is not None:
             server.shutdown()
             server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- faults
 

@@ -19,11 +19,10 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from harness.objectstores import Put
-from harness.processes import die_with_parent, free_port, stop_process
+from harness.processes import Service, die_with_parent, free_port, stop_process
 from harness.tools import tool_path
 
 ACCESS_KEY = "backupsync"
@@ -39,7 +38,7 @@ class MinIOError(RuntimeError):
     """MinIO did not start or did not answer."""
 
 
-class MinIO:
+class MinIO(Service):
     """``minio server`` on a free loopback port with its data in a private temp dir (in
     memory under /dev/shm when there is one)."""
 
@@ -133,17 +132,6 @@ class MinIO:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- S3 -----------------------------------------------------------------------------
 

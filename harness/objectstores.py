@@ -28,10 +28,9 @@ import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self
 
-from harness.processes import die_with_parent, free_port, stop_process
+from harness.processes import Service, die_with_parent, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -112,7 +111,7 @@ class TestCA:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-class _Server:
+class _Server(Service):
     """A subprocess on a free loopback port, its output in a log file, stopped cleanly."""
 
     provider = ""
@@ -207,17 +206,6 @@ class _Server:
     def env(self) -> dict[str, str]:
         """Environment a worker process needs to reach this server (none by default)."""
         return {}
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class MotoS3(_Server):

@@ -9,6 +9,23 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Self
+
+
+class Service:
+    """A server the harness starts and stops: ``with`` starts it and always stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def free_port() -> int:

@@ -26,10 +26,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
-from harness.processes import die_with_parent, free_port, stop_process
+from harness.processes import Service, die_with_parent, free_port, stop_process
 from harness.tools import tool_path
 
 
@@ -61,7 +60,7 @@ _METRIC = re.compile(r"^toxiproxy_proxy_(received|sent)_bytes_total\{(.*)\}\s+(\
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-class Toxiproxy:
+class Toxiproxy(Service):
     """A ``toxiproxy-server`` process and its HTTP API."""
 
     def __init__(
@@ -114,17 +113,6 @@ class Toxiproxy:
     def stop(self) -> None:
         process, self._process = self._process, None
         stop_process(process)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
