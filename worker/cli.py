@@ -275,20 +275,26 @@ def _run_until_done_or_grace_over(
     settings: Settings, status: StatusLine | None, shutdown: Shutdown, report: RunReport
 ) -> bool:
     """The run in its own thread, so that the main thread can print a summary even when the
-    run is stuck in a call (a black-holed connection); True when the run ended."""
-    thread = threading.Thread(
-        target=run,
-        args=(settings,),
-        kwargs={"progress": progress_factory(status), "shutdown": shutdown, "report": report},
-        name="run",
-        daemon=True,
-    )
+    run is stuck in a call (a black-holed connection); True when the run ended. A bug that
+    escapes the run is raised here, as if it had run in this thread."""
+    escaped: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(settings, progress=progress_factory(status), shutdown=shutdown, report=report)
+        except BaseException as exc:
+            escaped.append(exc)
+
+    thread = threading.Thread(target=target, name="run", daemon=True)
     thread.start()
     while thread.is_alive():
         if shutdown.requested and shutdown.remaining() <= 0:
             thread.join(WRAP_UP_SECONDS)
-            return not thread.is_alive()
+            if thread.is_alive():
+                return False
         thread.join(0.1)
+    if escaped:
+        raise escaped[0]
     return True
 
 

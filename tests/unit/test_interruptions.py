@@ -573,3 +573,14 @@ def test_a_failed_status_patch_deletes_no_orphan() -> None:
 
     assert "orphan" in env.backups()
     assert env.deletes() == []
+
+
+def test_a_bug_escaping_the_run_thread_is_raised_not_reported_as_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_run(settings: Any, **_: Any) -> RunReport:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "run", broken_run)
+    with pytest.raises(KeyError, match="a bug"):
+        cli._run_until_done_or_grace_over(settings(), None, Shutdown(), RunReport(namespace=NS))
