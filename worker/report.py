@@ -48,7 +48,7 @@ class LocationReport:
     in_cluster: int = 0
     to_sync: int = 0
     created: int = 0
-    resumed: int = 0  # Backups an earlier, interrupted run created; their dependents now in
+    resumed: int = 0  # Backups found carrying the in-progress mark, now with their dependents
     skipped: Counter[str] = field(default_factory=Counter)
     pod_volume_backups: int = 0
     csi_snapshot_classes: int = 0
