@@ -16,9 +16,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from harness.controlplane import ControlPlane, ControlPlaneError
 from harness.minio import MinIO
@@ -40,22 +39,6 @@ rules:
 - level: None
 """
 _MOTO_REQUEST = re.compile(rb'"(GET|PUT|HEAD|POST|DELETE) ([^ ?"]*)(\?[^ "]*)? HTTP/1\.[01]"')
-
-
-@dataclass
-class Counts:
-    """Requests of one run, by kind (``create backups``, ``getobject`` ...)."""
-
-    api: Counter[str] = field(default_factory=Counter)
-    store: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def api_total(self) -> int:
-        return sum(self.api.values())
-
-    @property
-    def store_total(self) -> int:
-        return sum(self.store.values())
 
 
 class _MotoCounter:
@@ -93,15 +76,6 @@ class BenchEnv(Service):
         self.store_pid = 0
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Everything, or nothing: what started is stopped again when a part fails."""
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self) -> None:
         policy = self._dir / "audit-policy.yaml"

@@ -38,6 +38,15 @@ def is_large_file_row(row: Row) -> bool:
     return "fileBytes" in (row.get("settings") or {})
 
 
+CASE_ORDER = [CEILING, WRITE_CEILING, FULL, SEQUENTIAL, POLITE, STEADY]
+
+
+def _ordered(rows: list[Row]) -> list[Row]:
+    """By N, then references before the worker's runs, as the tables show them."""
+    rank = {case: i for i, case in enumerate(CASE_ORDER)}
+    return sorted(rows, key=lambda r: (r["n"], rank.get(r["case"], len(rank))))
+
+
 def _find(rows: list[Row], case: str, n: int) -> Row | None:
     return next((r for r in rows if r["case"] == case and r["n"] == n), None)
 
@@ -189,8 +198,7 @@ def markdown(results: dict[str, Any], plot_name: str | None = "benchmark.png") -
         "| peak RSS (MiB) | CPU (s) | all runs (s) |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    order = {CEILING: 0, WRITE_CEILING: 1, FULL: 2, SEQUENTIAL: 3, POLITE: 4, STEADY: 5}
-    for r in sorted(rows, key=lambda r: (r["n"], order.get(r["case"], 9))):
+    for r in _ordered(rows):
         lines.append(
             f"| {r['n']:,} | {r['case']} | {_limits(r)} | {r['seconds']:.2f} | {r['creates']:,} | "
             f"{r['createsPerSecond']:.0f} | {r['apiRequests']:,} | {r['storeRequests']:,} | "
@@ -214,7 +222,7 @@ def markdown(results: dict[str, Any], plot_name: str | None = "benchmark.png") -
         lines.append(f"| {n:,} | {speed} | {' | '.join(ratios)} |")
     lines += ["", "Requests by kind:", ""]
     lines += ["| N | run | API requests | store requests |", "|---:|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["n"], order.get(r["case"], 9))):
+    for r in _ordered(rows):
         lines.append(
             f"| {r['n']:,} | {r['case']} | {_breakdown(r['api'])} "
             f"| {_breakdown(r['store']) or '-'} |"
@@ -222,7 +230,7 @@ def markdown(results: dict[str, Any], plot_name: str | None = "benchmark.png") -
     lines += ["", "Server CPU seconds during each run:", ""]
     names = sorted({k for r in rows for k in r["serverCpuSeconds"]})
     lines += ["| N | run | " + " | ".join(names) + " |", "|---:|---|" + "---:|" * len(names)]
-    for r in sorted(rows, key=lambda r: (r["n"], order.get(r["case"], 9))):
+    for r in _ordered(rows):
         cells = " | ".join(f"{r['serverCpuSeconds'].get(k, 0):.1f}" for k in names)
         lines.append(f"| {r['n']:,} | {r['case']} | {cells} |")
     if large:
@@ -321,8 +329,7 @@ def readme_section(results: dict[str, Any]) -> str:
         "| peak RSS (MiB) |",
         "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
-    order = {CEILING: 0, WRITE_CEILING: 1, FULL: 2, SEQUENTIAL: 3, POLITE: 4, STEADY: 5}
-    for r in sorted(rows, key=lambda r: (r["n"], order.get(r["case"], 9))):
+    for r in _ordered(rows):
         lines.append(
             f"| {r['n']:,} | {r['case']} | {_limits(r)} | {r['seconds']:.1f} | "
             f"{r['createsPerSecond']:.0f} | {r['apiRequests']:,} | {r['storeRequests']:,} | "

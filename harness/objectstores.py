@@ -148,12 +148,7 @@ class _Server(Service):
         """Start on a free port and wait until it answers; retries a port lost to a race."""
         self._workdir = Path(tempfile.mkdtemp(prefix=f"backup-sync-{type(self).__name__}-"))
         self.log_path = self._workdir / "server.log"
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return super().start()
 
     def _start(self) -> None:
         last = ""

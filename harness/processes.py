@@ -13,9 +13,18 @@ from typing import Self
 
 
 class Service:
-    """A server the harness starts and stops: ``with`` starts it and always stops it."""
+    """A server the harness starts and stops: ``with`` starts it and always stops it.
+    ``start`` is all or nothing: when ``_start`` fails, what it started is stopped."""
 
     def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
