@@ -45,6 +45,17 @@ class Limits:
     def as_settings(self) -> dict[str, Any]:
         return {"concurrency": self.concurrency, "kubeQps": self.qps, "kubeBurst": self.burst}
 
+    def argv(self) -> list[str]:
+        """The same three options of the worker and of the ceiling tool."""
+        return [
+            "--concurrency",
+            str(self.concurrency),
+            "--kube-qps",
+            f"{self.qps:g}",
+            "--kube-burst",
+            str(self.burst),
+        ]
+
 
 DEFAULT_LIMITS = Limits(DEFAULTS.concurrency, DEFAULTS.kube_qps, DEFAULTS.kube_burst)
 
@@ -90,12 +101,7 @@ def worker_argv(env: BenchEnv, namespace: str, limits: Limits) -> list[str]:
         "--force",
         "--log-format",
         "json",
-        "--concurrency",
-        str(limits.concurrency),
-        "--kube-qps",
-        f"{limits.qps:g}",
-        "--kube-burst",
-        str(limits.burst),
+        *limits.argv(),
     ]
 
 
@@ -120,12 +126,7 @@ def ceiling_argv(
         str(count),
         "--pod-volume-backups",
         str(pod_volume_backups),
-        "--concurrency",
-        str(limits.concurrency),
-        "--kube-qps",
-        f"{limits.qps:g}",
-        "--kube-burst",
-        str(limits.burst),
+        *limits.argv(),
         *(["--mark"] if mark else []),
     ]
 

@@ -276,15 +276,14 @@ class ControlPlane(Service):
         self._finalizer = weakref.finalize(
             self, _cleanup, self._procs, None if self._keep_dir else str(work)
         )
-        try:
-            self._pki = _write_pki(work / "pki")
-            etcd_url = self._start_etcd(bin_dir, work)
-            self._start_apiserver(bin_dir, work, etcd_url)
-            self._write_admin_kubeconfig()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return super().start()
+
+    def _start(self) -> None:
+        assert self._bin_dir is not None and self._work_dir is not None
+        self._pki = _write_pki(self._work_dir / "pki")
+        etcd_url = self._start_etcd(self._bin_dir, self._work_dir)
+        self._start_apiserver(self._bin_dir, self._work_dir, etcd_url)
+        self._write_admin_kubeconfig()
 
     def stop(self) -> None:
         """Kill kube-apiserver and etcd (whole process groups) and remove the temp dir."""
