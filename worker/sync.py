@@ -139,8 +139,15 @@ def sync_location(
     report.to_sync = len(to_sync)
     if to_sync:
         log.info("backups to sync into the cluster", extra={**ctx, "count": len(to_sync)})
+    # Only this location's marked Backups: another location listing the same name would
+    # give the dependents the wrong location and read them from the wrong bucket.
+    label = rewrite.valid_label(location_name)
     to_complete = sorted(
-        (b for b in existing or () if b.dependents_pending and b.name in in_store),
+        (
+            b
+            for b in existing or ()
+            if b.dependents_pending and b.location_label == label and b.name in in_store
+        ),
         key=lambda b: b.name,
     )
     if to_complete:
@@ -334,8 +341,10 @@ class _BackupSyncer:
         if existing is None:
             return  # deleted meanwhile
         found = _summarize(existing)
-        if not found.dependents_pending:
-            return
+        if not found.dependents_pending or found.location_label != rewrite.valid_label(
+            self._location
+        ):
+            return  # not marked, or another location's to complete
         outcome.skipped = ""
         self._create_dependents(name, found.uid, dependents, outcome, ctx)
         outcome.resumed = not outcome.errors

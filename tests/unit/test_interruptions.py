@@ -181,6 +181,40 @@ def test_marked_backup_gone_from_the_store_is_left_alone() -> None:
     assert annotations(env, "gone") == {MARK: "true"}
 
 
+def test_a_marked_backup_of_another_location_is_not_completed_by_this_one() -> None:
+    """Two locations list the same name; the mark belongs to the Backup of "primary". A
+    sync of "secondary" must not create its pod volume backups: they would name the wrong
+    location (spec.backupStorageLocation) and read the other bucket's list."""
+    env = Env(location_name="secondary")
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    marked = cluster_backup("b1", "primary")
+    marked["metadata"]["annotations"] = {MARK: "true"}
+    env.cluster.add(BACKUP, marked)
+
+    report = env.sync()
+
+    assert report.resumed == 0 and report.errors == []
+    assert env.cluster.of(POD_VOLUME_BACKUP, NS) == {}
+    assert env.store.gets == []
+    assert annotations(env, "b1") == {MARK: "true"}
+
+
+def test_a_create_answered_already_exists_leaves_another_locations_mark_alone() -> None:
+    env = Env(location_name="secondary")
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    marked = cluster_backup("b1", "primary")
+    marked["metadata"]["annotations"] = {MARK: "true"}
+    env.cluster.add(BACKUP, marked)
+    # The first listing fails, so the sync only learns of b1 from its create.
+    env.cluster.fail_on[("list", "backups")] = ClusterError("list backups: 503", 503)
+
+    report = env.sync()
+
+    assert report.skipped[SKIP_ALREADY_EXISTS] == 1 and report.resumed == 0
+    assert env.cluster.of(POD_VOLUME_BACKUP, NS) == {}
+    assert annotations(env, "b1") == {MARK: "true"}
+
+
 def test_failed_mark_removal_is_an_item_error_and_the_next_run_removes_it() -> None:
     env = Env()
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])

@@ -23,12 +23,54 @@ def make(prefix: str = "") -> tuple[MemoryStore, Bucket, BackupStore]:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "root"), [("", ""), ("velero", "velero/"), ("/a/b/", "a/b/"), ("a/b", "a/b/")]
+    ("prefix", "root"),
+    [
+        ("", ""),
+        ("velero", "velero/"),
+        ("/a/b/", "a/b/"),
+        ("a/b", "a/b/"),
+        # Velero builds every key with Go's path.Join, which cleans the path.
+        ("team//prod", "team/prod/"),
+        ("team//prod/", "team/prod/"),
+        ("/team/prod/", "team/prod/"),
+        ("a/./b", "a/b/"),
+        ("a/../b", "b/"),
+        (".", ""),
+        ("a/..", ""),
+        ("..", "../"),
+        ("a/../../b", "../b/"),
+        ("///", ""),
+    ],
 )
 def test_keys(prefix: str, root: str) -> None:
     bs = BackupStore(MemoryStore(), prefix)
     assert bs.backups_dir == f"{root}backups/"
     assert bs.metadata_key("n") == f"{root}backups/n/velero-backup.json"
+    assert bs.pod_volume_backups_key("n") == f"{root}backups/n/n-podvolumebackups.json.gz"
+
+
+@pytest.mark.parametrize(
+    ("parts", "joined"),
+    [
+        (("a", "b"), "a/b"),
+        (("a/", "b"), "a/b"),
+        (("", "b"), "b"),
+        (("", ""), ""),
+        (("a//b/", "./c"), "a/b/c"),
+        (("/a/../..", "b"), "/b"),
+        (("a", "../../b"), "../b"),
+        ((".",), "."),
+    ],
+)
+def test_go_path_join(parts: tuple[str, ...], joined: str) -> None:
+    """Go's path.Join: empty parts dropped, the result cleaned, "" for nothing at all."""
+    assert layout.go_path_join(*parts) == joined
+
+
+def test_a_doubled_slash_in_the_prefix_lists_where_velero_wrote() -> None:
+    store = MemoryStore()
+    Bucket(store, "team/prod").put_backup("b1")
+    assert list(BackupStore(store, "team//prod/").list_backups()) == ["b1"]
 
 
 def test_list_backups_uses_common_prefixes_under_prefix() -> None:

@@ -36,23 +36,61 @@ STREAM_LIST_BYTES = 1 * MiB
 BACKUP_API_VERSION = "velero.io/v1"
 
 
+def go_path_clean(path: str) -> str:
+    """Go's ``path.Clean``: one slash between elements, ``.`` dropped, ``..`` resolved
+    against the element before it (kept at the start of a relative path, dropped at the
+    root); ``"."`` for an empty result."""
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append(part)
+            continue
+        parts.append(part)
+    cleaned = "/".join(parts)
+    if rooted:
+        return "/" + cleaned
+    return cleaned or "."
+
+
+def go_path_join(*parts: str) -> str:
+    """Go's ``path.Join``: the non-empty parts joined with ``/`` and cleaned; ``""`` when
+    every part is empty."""
+    kept = [part for part in parts if part]
+    return go_path_clean("/".join(kept)) if kept else ""
+
+
 class BackupStore:
-    """Velero-aware reads from one location's bucket and prefix."""
+    """Velero-aware reads from one location's bucket and prefix.
+
+    Keys are built as Velero's ``ObjectStoreLayout`` builds them, with Go's ``path.Join``:
+    a prefix ``team//prod/`` or ``a/./b`` names the same keys as ``team/prod`` or ``a/b``.
+    Listing the uncleaned prefix would find nothing where Velero wrote, and every synced
+    Backup of the location would look orphaned."""
 
     def __init__(self, store: ObjectStore, prefix: str) -> None:
         self._store = store
+        # Velero trims "/" from the prefix, adds one, then path.Join(prefix, "backups") + "/".
         prefix = prefix.strip("/")
-        self._root = f"{prefix}/" if prefix else ""
+        self._backups_dir = go_path_join(f"{prefix}/" if prefix else "", "backups") + "/"
 
     @property
     def backups_dir(self) -> str:
-        return f"{self._root}backups/"
+        return self._backups_dir
 
     def metadata_key(self, name: str) -> str:
-        return f"{self.backups_dir}{name}/velero-backup.json"
+        return go_path_join(self._backups_dir, name, "velero-backup.json")
+
+    def pod_volume_backups_key(self, name: str) -> str:
+        return self._file_key(name, "podvolumebackups.json.gz")
 
     def _file_key(self, name: str, suffix: str) -> str:
-        return f"{self.backups_dir}{name}/{name}-{suffix}"
+        return go_path_join(self._backups_dir, name, f"{name}-{suffix}")
 
     def list_backups(self) -> Iterator[str]:
         """Backup names: the sub-folders of ``<prefix>/backups/``, lazily, page by page."""
@@ -92,7 +130,7 @@ class BackupStore:
         return backup
 
     def pod_volume_backups(self, name: str) -> list[Obj] | StreamedList:
-        return self._gzipped_list(self._file_key(name, "podvolumebackups.json.gz"))
+        return self._gzipped_list(self.pod_volume_backups_key(name))
 
     def csi_volume_snapshot_classes(self, name: str) -> list[Obj] | StreamedList:
         return self._gzipped_list(self._file_key(name, "csi-volumesnapshotclasses.json.gz"))
