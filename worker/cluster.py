@@ -83,10 +83,6 @@ class Cluster(Protocol):
         """Delete one object. Raises NotFound."""
         ...
 
-    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
-        """Delete every object matching the selector."""
-        ...
-
     def patch_merge(
         self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
     ) -> Obj:
@@ -310,13 +306,6 @@ class KubeCluster:
         path = self._path(kind, namespace, name)
         self._call(f"delete {kind.kind} {name}", lambda: self._request("DELETE", path))
 
-    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
-        path = self._path(kind, namespace if kind.namespaced else None)
-        self._call(
-            f"delete {kind.plural} labelled {label_selector}",
-            lambda: self._request("DELETE", path, [("labelSelector", label_selector)]),
-        )
-
     def patch_merge(
         self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
     ) -> Obj:
@@ -414,9 +403,6 @@ class PlanningCluster:
     def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
         where = f"{namespace}/" if kind.namespaced else ""
         self._record(f"would delete {kind.kind} {where}{name}")
-
-    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
-        self._record(f"would delete {kind.plural} labelled {label_selector}")
 
     def patch_merge(
         self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""

@@ -159,16 +159,23 @@ def waiting_and_unexpired(backup: Obj, now: datetime) -> bool:
         return True  # unreadable expiration: treat like unset, as nothing says it expired
 
 
-def backup_for_cluster(backup: Obj, namespace: str, location: str, now: datetime) -> Obj:
+def backup_for_cluster(
+    backup: Obj, namespace: str, location: str, now: datetime, *, clear_hooks: bool = False
+) -> Obj:
     """The Backup to create: our namespace, no server-owned fields, this location in
     ``spec.storageLocation`` and its label; an expired waiting/finalizing backup becomes
-    ``PartiallyFailed`` so Velero's GC can collect it. Owner references are filtered
+    ``PartiallyFailed`` so Velero's GC can collect it. With ``clear_hooks`` (Velero 1.18.3)
+    ``spec.hooks`` is emptied as Velero empties it (``BackupHooks{}``, i.e. ``{}``): a
+    synced Backup is a record, not a backup to run. Owner references are filtered
     separately (they need cluster lookups)."""
     out = copy.deepcopy(backup)
     meta = _metadata(out)
     meta["namespace"] = namespace
     _clear_server_fields(meta)
-    _section(out, "spec")["storageLocation"] = location
+    spec = _section(out, "spec")
+    spec["storageLocation"] = location
+    if clear_hooks:
+        spec["hooks"] = {}
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         labels = {}

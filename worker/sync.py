@@ -41,6 +41,7 @@ from worker.errors import (
 )
 from worker.guard import DEFAULT_GUARD, MassDeletionGuard
 from worker.locations import name_of
+from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.progress import Progress, ProgressFactory
 from worker.report import (
     SKIP_ALREADY_EXISTS,
@@ -69,6 +70,7 @@ class SyncOptions:
     guard: MassDeletionGuard = DEFAULT_GUARD
     progress: ProgressFactory = Progress
     shutdown: Shutdown = NEVER
+    profile: VeleroProfile = DEFAULT_PROFILE
 
 
 @dataclass(slots=True)
@@ -215,6 +217,10 @@ def _summarize(backup: Obj) -> ClusterBackup:
     )
 
 
+# The UID of a Schedule that could not be looked up (compared by identity).
+_UNKNOWN = "<lookup failed>"
+
+
 class _BackupSyncer:
     """Creates one backup and its dependents, or completes the dependents of a Backup an
     interrupted run created. ``handle`` never raises."""
@@ -291,7 +297,13 @@ class _BackupSyncer:
             return
 
         dependents = self._read_dependents(name, outcome, ctx)
-        backup = rewrite.backup_for_cluster(stored, self._options.namespace, self._location, now)
+        backup = rewrite.backup_for_cluster(
+            stored,
+            self._options.namespace,
+            self._location,
+            now,
+            clear_hooks=self._options.profile.clears_hooks,
+        )
         backup["metadata"]["ownerReferences"] = self._owner_references(backup, ctx)
         if not backup["metadata"]["ownerReferences"]:
             del backup["metadata"]["ownerReferences"]
@@ -368,9 +380,10 @@ class _BackupSyncer:
                 return []
 
         found.pod_volume_backups = read("pod volume backups", self._store.pod_volume_backups)
-        if self._options.csi:
-            store = self._store
+        store, profile = self._store, self._options.profile
+        if self._options.csi and profile.syncs_snapshot_classes:
             found.snapshot_classes = read("CSI snapshot classes", store.csi_volume_snapshot_classes)
+        if self._options.csi and profile.syncs_snapshot_contents:
             found.snapshot_contents = read(
                 "CSI snapshot contents", store.csi_volume_snapshot_contents
             )
@@ -406,10 +419,11 @@ class _BackupSyncer:
             )
 
     def _owner_references(self, backup: Obj, ctx: dict[str, str]) -> list[Obj]:
-        """Keep a Schedule reference only when that Schedule exists here with the same UID
-        (a lookup error drops it too, as Velero's UID comparison does). References to other
-        kinds are dropped: Velero keeps them, but nothing but a Schedule owns a Backup, and a
-        foreign owner would let the garbage collector delete it or block its owner."""
+        """Keep a Schedule reference when that Schedule exists here with the same UID, or
+        when it cannot be looked up (a transient error says nothing about it: Velero main
+        keeps it too, #10161). References to other kinds are dropped: Velero keeps them, but
+        nothing but a Schedule owns a Backup, and a foreign owner would let the garbage
+        collector delete it or block its owner."""
         kept: list[Obj] = []
         refs = backup["metadata"].get("ownerReferences")
         for ref in refs if isinstance(refs, list) else []:
@@ -426,7 +440,9 @@ class _BackupSyncer:
                 )
                 continue
             actual = self._schedule_uid(str(ref.get("name", "")), ctx)
-            if actual is None:
+            if actual is _UNKNOWN:
+                kept.append(ref)
+            elif actual is None:
                 log.warning(
                     "removing owner reference to missing schedule",
                     extra={**ctx, "schedule": str(ref.get("name"))},
@@ -441,7 +457,7 @@ class _BackupSyncer:
         return kept
 
     def _schedule_uid(self, name: str, ctx: dict[str, str]) -> str | None:
-        """The Schedule's UID, "" on lookup error, None when missing; cached per location.
+        """The Schedule's UID, _UNKNOWN on lookup error, None when missing; cached per location.
         One lookup per name even when many workers ask at once (a per-name lock)."""
         with self._schedules_lock:
             if name in self._schedules:
@@ -457,10 +473,10 @@ class _BackupSyncer:
                 uid = None if schedule is None else str(schedule["metadata"].get("uid", ""))
             except ClusterError as exc:
                 log.error(
-                    "cannot look up schedule of owner reference; dropping the reference",
+                    "cannot look up schedule of owner reference; keeping the reference",
                     extra={**ctx, "schedule": name, "error": str(exc)},
                 )
-                uid = ""
+                uid = _UNKNOWN
             with self._schedules_lock:
                 self._schedules[name] = uid
             return uid
@@ -583,8 +599,8 @@ def _delete_orphans(
             continue
         report.orphans_deleted += 1
         log.info("deleted orphaned backup (not in the backup store)", extra=bctx)
-        if options.csi:
-            _delete_csi_snapshots(name, cluster, report, bctx)
+        if options.csi and options.profile.cleans_up_csi_of_orphans:
+            _delete_csi_snapshots(name, cluster, options.namespace, report, bctx)
 
 
 def _mass_deletion_blocked(
@@ -610,29 +626,76 @@ def _mass_deletion_blocked(
 
 
 def _delete_csi_snapshots(
-    backup: str, cluster: Cluster, report: LocationReport, ctx: dict[str, str]
+    backup: str, cluster: Cluster, namespace: str, report: LocationReport, ctx: dict[str, str]
 ) -> None:
-    """VolumeSnapshots (all namespaces) and VolumeSnapshotContents labelled with the backup."""
+    """The orphan's VolumeSnapshots in the Velero namespace, then its VolumeSnapshotContents
+    that no live VolumeSnapshot outside that namespace is bound to.
+
+    Velero's manager cache sees only its own namespace, so a running Velero never deletes
+    snapshots elsewhere; and its restore labels the snapshots it restores into application
+    namespaces with the same backup name. A content bound to one of those is the
+    application's data: with ``deletionPolicy: Delete`` its deletion deletes the cloud
+    snapshot."""
     selector = f"{rewrite.BACKUP_NAME_LABEL}={rewrite.valid_label(backup)}"
     try:
-        snapshots = list(cluster.list(VOLUME_SNAPSHOT, None, selector))
+        snapshots = list(cluster.list(VOLUME_SNAPSHOT, namespace, selector))
     except ClusterError as exc:
         report.errors.append(ItemFailure(f"VolumeSnapshots of {backup}", str(exc)))
         snapshots = []
     for vs in snapshots:
-        meta = vs.get("metadata") or {}
-        ns, name = str(meta.get("namespace")), str(meta.get("name"))
+        name = str((vs.get("metadata") or {}).get("name"))
         try:
-            cluster.delete(VOLUME_SNAPSHOT, name, ns)
+            cluster.delete(VOLUME_SNAPSHOT, name, namespace)
         except NotFound:
             pass
         except ClusterError as exc:
-            report.errors.append(ItemFailure(f"VolumeSnapshot {ns}/{name}", str(exc)))
+            report.errors.append(ItemFailure(f"VolumeSnapshot {namespace}/{name}", str(exc)))
     try:
-        cluster.delete_collection(VOLUME_SNAPSHOT_CONTENT, selector, None)
+        contents = list(cluster.list(VOLUME_SNAPSHOT_CONTENT, None, selector))
     except ClusterError as exc:
-        log.warning("cannot delete snapshot contents", extra={**ctx, "error": str(exc)})
+        log.warning("cannot list snapshot contents", extra={**ctx, "error": str(exc)})
         report.errors.append(ItemFailure(f"VolumeSnapshotContents of {backup}", str(exc)))
+        return
+    for content in contents:
+        name = str((content.get("metadata") or {}).get("name"))
+        ref = f"VolumeSnapshotContent {name}"
+        try:
+            bound = _bound_outside(content, namespace, cluster)
+        except ClusterError as exc:
+            report.errors.append(
+                ItemFailure(ref, f"kept: cannot check the VolumeSnapshot bound to it: {exc}")
+            )
+            continue
+        if bound:
+            log.info(
+                "keeping snapshot content bound to a live VolumeSnapshot outside the Velero "
+                "namespace",
+                extra={**ctx, "object": ref, "volumeSnapshot": bound},
+            )
+            continue
+        try:
+            cluster.delete(VOLUME_SNAPSHOT_CONTENT, name, None)
+        except NotFound:
+            pass
+        except ClusterError as exc:
+            log.warning("cannot delete snapshot content", extra={**ctx, "error": str(exc)})
+            report.errors.append(ItemFailure(ref, str(exc)))
+
+
+def _bound_outside(content: Obj, namespace: str, cluster: Cluster) -> str:
+    """``ns/name`` of the live VolumeSnapshot outside ``namespace`` that the content's
+    ``spec.volumeSnapshotRef`` names, or "" when there is none. Raises ClusterError when
+    that cannot be known."""
+    spec = content.get("spec")
+    ref = spec.get("volumeSnapshotRef") if isinstance(spec, dict) else None
+    if not isinstance(ref, dict):
+        return ""
+    ref_ns, ref_name = ref.get("namespace"), ref.get("name")
+    if not ref_ns or not ref_name or ref_ns == namespace:
+        return ""
+    if cluster.get(VOLUME_SNAPSHOT, str(ref_name), str(ref_ns)) is None:
+        return ""
+    return f"{ref_ns}/{ref_name}"
 
 
 def patch_last_synced(cluster: Cluster, name: str, namespace: str, stamp: str) -> None:

@@ -141,13 +141,6 @@ class FakeCluster:
             raise NotFound(f"{kind.kind} {name} not found", 404)
         self.writes.append(("delete", kind.plural, name))
 
-    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
-        self._check("deletecollection", kind)
-        for key, obj in list(self.objects.items()):
-            if key[0] == kind.plural and _matches(obj, label_selector):
-                del self.objects[key]
-                self.writes.append(("delete", kind.plural, key[2]))
-
     def patch_merge(
         self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
     ) -> Obj:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
+from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.report import LocationReport
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
@@ -91,10 +92,16 @@ class Env:
         concurrency: int = 1,
         cluster: Any = None,
         shutdown: Shutdown = NEVER,
+        profile: VeleroProfile = DEFAULT_PROFILE,
     ) -> LocationReport:
         report = LocationReport(name=self.location_name)
         options = SyncOptions(
-            namespace=NS, csi=csi, concurrency=concurrency, now=lambda: NOW, shutdown=shutdown
+            namespace=NS,
+            csi=csi,
+            concurrency=concurrency,
+            now=lambda: NOW,
+            shutdown=shutdown,
+            profile=profile,
         )
         sync_location(
             copy.deepcopy(self.location),

@@ -11,6 +11,7 @@ from tests.unit.fakes import FakeCluster
 from tests.unit.helpers import NS, Env, cluster_backup
 from worker.cluster import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Kind
 from worker.errors import ClusterError, NotFound
+from worker.profile import VeleroProfile
 from worker.report import ItemFailure
 from worker.sync import ClusterBackup, orphans_of
 
@@ -32,11 +33,22 @@ def volume_snapshot(name: str, namespace: str, backup_label: str) -> Obj:
     }
 
 
-def snapshot_content(name: str, backup_label: str) -> Obj:
+def snapshot_content(
+    name: str, backup_label: str, bound_to: tuple[str, str] = ("ns-u", "name-u")
+) -> Obj:
+    namespace, snapshot = bound_to
     return {
         "apiVersion": "snapshot.storage.k8s.io/v1",
         "kind": "VolumeSnapshotContent",
         "metadata": {"name": name, "labels": {"velero.io/backup-name": backup_label}},
+        "spec": {
+            "volumeSnapshotRef": {
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshot",
+                "namespace": namespace,
+                "name": snapshot,
+            }
+        },
     }
 
 
@@ -204,33 +216,77 @@ def test_orphan_delete_error_reported_others_deleted() -> None:
 
 
 # -- CSI cleanup after orphan deletes -----------------------------------------------------------
+# Velero 1.15-1.17 (profiles below 1.18): after an orphan's delete, its VolumeSnapshots in the
+# Velero namespace (the only namespace its manager cache sees) and its VolumeSnapshotContents,
+# except one that a live VolumeSnapshot outside the Velero namespace is bound to. Velero's
+# restore labels the snapshots it restores with velero.io/backup-name too: those are data.
 
 
 def csi_env(backup: str = "orphan") -> Env:
-    """An orphan Backup with two VolumeSnapshots (two namespaces) and a content, plus
-    snapshot objects of another backup that must survive."""
+    """An orphan Backup with a VolumeSnapshot in the Velero namespace and a restored one in an
+    application namespace, contents bound to each and to a placeholder, plus snapshot
+    objects of another backup that must survive."""
     env = Env()
     env.cluster.add(BACKUP, cluster_backup(backup, "default"))
     label = backup
-    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-a", "app-a", label))
-    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-b", "app-b", label))
-    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-other", "app-a", "other-backup"))
-    env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-1", label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-a", NS, label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-b", NS, label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-restored", "app-b", label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-other", NS, "other-backup"))
+    env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-1", label, (NS, "vs-a")))
+    env.cluster.add(
+        VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-static", label, ("ns-u1", "name-u1"))
+    )
+    env.cluster.add(
+        VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-restored", label, ("app-b", "vs-restored"))
+    )
     env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-other", "other-backup"))
     return env
 
 
-def test_csi_snapshots_deleted_after_orphan_delete() -> None:
+def test_csi_snapshots_deleted_after_orphan_delete_only_in_the_velero_namespace() -> None:
     env = csi_env()
 
     report = env.sync(csi=True)
 
     assert env.deletes("backups") == ["orphan"]
     assert sorted(env.deletes("volumesnapshots")) == ["vs-a", "vs-b"]
-    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
-    assert set(env.cluster.of(VOLUME_SNAPSHOT)) == {"vs-other"}
-    assert set(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == {"vsc-other"}
+    assert sorted(env.deletes("volumesnapshotcontents")) == ["vsc-1", "vsc-static"]
+    assert set(env.cluster.of(VOLUME_SNAPSHOT)) == {"vs-other", "vs-restored"}
+    # bound to a live VolumeSnapshot in an application namespace: with deletionPolicy
+    # Delete, deleting it would delete the cloud snapshot the application restored
+    assert set(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == {"vsc-other", "vsc-restored"}
     assert report.errors == []
+
+
+def test_a_content_whose_application_snapshot_is_gone_is_deleted() -> None:
+    env = csi_env()
+    del env.cluster.objects[("volumesnapshots", "app-b", "vs-restored")]
+
+    env.sync(csi=True)
+
+    assert sorted(env.deletes("volumesnapshotcontents")) == ["vsc-1", "vsc-restored", "vsc-static"]
+
+
+def test_a_content_whose_binding_cannot_be_checked_is_kept() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("get", "vs-restored")] = ClusterError("get vs: 503", 503)
+
+    report = env.sync(csi=True)
+
+    assert "vsc-restored" in env.cluster.of(VOLUME_SNAPSHOT_CONTENT)
+    assert [e.object for e in report.errors] == ["VolumeSnapshotContent vsc-restored"]
+    assert "kept" in report.errors[0].reason
+
+
+def test_no_csi_clean_up_from_the_velero_1_18_profile_on() -> None:
+    env = csi_env()
+
+    report = env.sync(csi=True, profile=VeleroProfile((1, 18, 0)))
+
+    assert env.deletes() == ["orphan"]
+    assert report.orphans_deleted == 1
+    assert not [c for c in env.cluster.calls if c[1].startswith("volumesnapshot")]
 
 
 def test_csi_snapshots_untouched_without_csi_feature() -> None:
@@ -239,7 +295,7 @@ def test_csi_snapshots_untouched_without_csi_feature() -> None:
     env.sync(csi=False)
 
     assert env.deletes() == ["orphan"]
-    assert len(env.cluster.of(VOLUME_SNAPSHOT)) == 3
+    assert len(env.cluster.of(VOLUME_SNAPSHOT)) == 4
     assert not [c for c in env.cluster.calls if c[1].startswith("volumesnapshot")]
 
 
@@ -250,8 +306,8 @@ def test_csi_snapshots_kept_when_orphan_delete_failed() -> None:
     report = env.sync(csi=True)
 
     assert env.deletes() == []
-    assert len(env.cluster.of(VOLUME_SNAPSHOT)) == 3
-    assert len(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == 2
+    assert len(env.cluster.of(VOLUME_SNAPSHOT)) == 4
+    assert len(env.cluster.of(VOLUME_SNAPSHOT_CONTENT)) == 4
     assert not [c for c in env.cluster.calls if c[1].startswith("volumesnapshot")]
     assert [e.object for e in report.errors] == [f"Backup {NS}/orphan"]
 
@@ -265,26 +321,22 @@ class SelectorRecorder(FakeCluster):
         self.seen.append((kind.plural, namespace, label_selector))
         return super().list(kind, namespace, label_selector)
 
-    def delete_collection(self, kind: Kind, label_selector: str, namespace: str | None) -> None:
-        self.seen.append(("deletecollection " + kind.plural, namespace, label_selector))
-        super().delete_collection(kind, label_selector, namespace)
 
-
-def test_csi_cleanup_uses_valid_label_of_long_backup_name_all_namespaces() -> None:
+def test_csi_cleanup_uses_valid_label_of_long_backup_name() -> None:
     name = "b" * 70
     label = "b" * 57 + hashlib.sha256(name.encode()).hexdigest()[:6]
     env = Env(cluster=SelectorRecorder())
     env.cluster.add(BACKUP, cluster_backup(name, "default"))
-    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-1", "ns-1", label))
+    env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-1", NS, label))
     env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-2", "ns-2", label))
     env.cluster.add(VOLUME_SNAPSHOT_CONTENT, snapshot_content("vsc-1", label))
 
     env.sync(csi=True)
 
     selector = f"velero.io/backup-name={label}"
-    assert ("volumesnapshots", None, selector) in env.cluster.seen
-    assert ("deletecollection volumesnapshotcontents", None, selector) in env.cluster.seen
-    assert sorted(env.deletes("volumesnapshots")) == ["vs-1", "vs-2"]
+    assert ("volumesnapshots", NS, selector) in env.cluster.seen
+    assert ("volumesnapshotcontents", None, selector) in env.cluster.seen
+    assert env.deletes("volumesnapshots") == ["vs-1"]
     assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
 
 
@@ -296,7 +348,7 @@ def test_csi_snapshot_delete_not_found_is_not_an_error() -> None:
 
     assert report.errors == []
     assert env.deletes("volumesnapshots") == ["vs-b"]
-    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+    assert sorted(env.deletes("volumesnapshotcontents")) == ["vsc-1", "vsc-static"]
 
 
 def test_csi_snapshot_delete_error_reported_contents_still_deleted() -> None:
@@ -305,9 +357,9 @@ def test_csi_snapshot_delete_error_reported_contents_still_deleted() -> None:
 
     report = env.sync(csi=True)
 
-    assert report.errors == [ItemFailure("VolumeSnapshot app-a/vs-a", "500")]
+    assert report.errors == [ItemFailure(f"VolumeSnapshot {NS}/vs-a", "500")]
     assert env.deletes("volumesnapshots") == ["vs-b"]
-    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+    assert sorted(env.deletes("volumesnapshotcontents")) == ["vsc-1", "vsc-static"]
 
 
 def test_csi_snapshot_list_error_reported_contents_still_deleted() -> None:
@@ -318,15 +370,26 @@ def test_csi_snapshot_list_error_reported_contents_still_deleted() -> None:
 
     assert report.errors == [ItemFailure("VolumeSnapshots of orphan", "list vs: 500")]
     assert env.deletes("volumesnapshots") == []
-    assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
+    assert sorted(env.deletes("volumesnapshotcontents")) == ["vsc-1", "vsc-static"]
 
 
-def test_csi_content_collection_delete_error_reported() -> None:
+def test_csi_content_list_error_reported() -> None:
     env = csi_env()
-    env.cluster.fail_on[("deletecollection", "volumesnapshotcontents")] = ClusterError("x", 500)
+    env.cluster.fail_on[("list", "volumesnapshotcontents")] = ClusterError("x", 500)
 
     report = env.sync(csi=True)
 
     assert report.errors == [ItemFailure("VolumeSnapshotContents of orphan", "x")]
     assert sorted(env.deletes("volumesnapshots")) == ["vs-a", "vs-b"]
+    assert env.deletes("volumesnapshotcontents") == []
     assert report.orphans_deleted == 1
+
+
+def test_csi_content_delete_error_reported_others_deleted() -> None:
+    env = csi_env()
+    env.cluster.fail_on[("delete", "vsc-1")] = ClusterError("y", 500)
+
+    report = env.sync(csi=True)
+
+    assert report.errors == [ItemFailure("VolumeSnapshotContent vsc-1", "y")]
+    assert env.deletes("volumesnapshotcontents") == ["vsc-static"]

@@ -363,16 +363,11 @@ def dry_run_world() -> World:
     bucket.put_backup("kept")
     world.cluster.add(BACKUP, cluster_backup("kept", "a"))
     world.cluster.add(BACKUP, cluster_backup("orphan", "a"))
+    labels = {"velero.io/backup-name": "orphan"}
     world.cluster.add(
-        VOLUME_SNAPSHOT,
-        {
-            "metadata": {
-                "name": "vs",
-                "namespace": "app",
-                "labels": {"velero.io/backup-name": "orphan"},
-            }
-        },
+        VOLUME_SNAPSHOT, {"metadata": {"name": "vs", "namespace": NS, "labels": labels}}
     )
+    world.cluster.add(VOLUME_SNAPSHOT_CONTENT, {"metadata": {"name": "vsc", "labels": labels}})
     return world
 
 
@@ -394,8 +389,8 @@ def test_dry_run_writes_nothing_and_plans_everything() -> None:
         'would patch BackupStorageLocation velero/a with {"status": {"lastSyncedTime": '
         f'"{NOW_STAMP}"}}}}',
         "would delete Backup velero/orphan",
-        "would delete VolumeSnapshot app/vs",
-        "would delete volumesnapshotcontents labelled velero.io/backup-name=orphan",
+        "would delete VolumeSnapshot velero/vs",
+        "would delete VolumeSnapshotContent vsc",
     ]
     text = report.render("text")
     assert "(dry run: nothing written)" in text

@@ -299,7 +299,9 @@ def test_schedule_ref_to_missing_schedule_dropped() -> None:
     assert "ownerReferences" not in env.backups()["b1"]["metadata"]
 
 
-def test_schedule_lookup_error_drops_ref() -> None:
+def test_schedule_lookup_error_keeps_ref() -> None:
+    """A transient error says nothing about the Schedule: the reference stays (Velero main
+    #10161; 1.15-1.18.3 drop it through their UID comparison)."""
     env = Env()
     env.cluster.add(SCHEDULE, schedule("daily", "sched-uid"))
     env.cluster.fail_on[("get", "daily")] = ClusterError("500 boom", 500)
@@ -309,7 +311,9 @@ def test_schedule_lookup_error_drops_ref() -> None:
 
     assert report.created == 1
     assert report.errors == []
-    assert "ownerReferences" not in env.backups()["b1"]["metadata"]
+    assert env.backups()["b1"]["metadata"]["ownerReferences"] == [
+        schedule_ref("daily", "sched-uid")
+    ]
 
 
 @pytest.mark.parametrize(
