@@ -9,12 +9,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TextIO
 
 from worker import __version__
 from worker.cluster import pod_namespace
 from worker.errors import ConfigError
 from worker.logs import configure as configure_logging
+from worker.profile import AUTO, parse_version
 from worker.progress import StatusLine
 from worker.progress import factory as progress_factory
 from worker.report import EXIT_CONFIG, RunReport
@@ -193,6 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
         f"default: {DEFAULTS.shutdown_grace:g})",
     )
     add(
+        "--velero-version",
+        metavar="auto|X.Y[.Z]",
+        help="sync the way this Velero version does (1.15 to 1.18.x; env VELERO_VERSION); "
+        "auto reads the image tag of the Velero Deployment and falls back to 1.15 "
+        "(default: auto)",
+    )
+    add(
+        "--velero-deployment",
+        default=DEFAULTS.velero_deployment,
+        metavar="NAME",
+        help="the Velero server Deployment in the Velero namespace that --velero-version "
+        f"auto reads (default: {DEFAULTS.velero_deployment})",
+    )
+    add(
+        "--credentials-dir",
+        default=DEFAULTS.credentials_dir,
+        metavar="DIR",
+        help="the only folder a location's spec.config.credentialsFile may name a file in "
+        f"(where the chart mounts the credentials Secret; default: {DEFAULTS.credentials_dir})",
+    )
+    add(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -206,11 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     """Flags first, then environment, then defaults. Raises ConfigError."""
     namespace = args.namespace or env.get("VELERO_NAMESPACE") or pod_namespace() or "velero"
+    velero_version = args.velero_version or env.get("VELERO_VERSION") or AUTO
+    if velero_version != AUTO:
+        parse_version(velero_version)  # a usage error now, not at the first location
     return Settings(
         namespace=namespace,
         kubeconfig=args.kubeconfig,
         context=args.context,
-        default_sync_period=parse_go_duration(args.default_backup_sync_period),
+        default_sync_period=_default_period(args.default_backup_sync_period),
         features=parse_features(args.features),
         locations=frozenset(args.location),
         force=args.force,
@@ -227,7 +253,24 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         allow_mass_orphan_deletion=args.allow_mass_orphan_deletion,
         pushgateway_url=args.pushgateway_url or None,
         shutdown_grace=args.shutdown_grace,
+        velero_version=velero_version,
+        velero_deployment=args.velero_deployment,
+        credentials_dir=args.credentials_dir,
     )
+
+
+def _default_period(text: str) -> timedelta:
+    """A positive Go duration. Zero means "never" only in a location's own
+    spec.backupSyncPeriod; as the default it would silently disable every location without
+    one (Velero itself would fall back to 1m)."""
+    period = parse_go_duration(text)
+    if period <= timedelta(0):
+        raise ConfigError(
+            f"--default-backup-sync-period must be positive, not {text!r}. To stop syncing one "
+            "location set its spec.backupSyncPeriod: 0s; to stop them all, suspend the CronJob "
+            "(chart value suspend: true)"
+        )
+    return period
 
 
 def _tty(stream: TextIO) -> bool:

@@ -59,6 +59,7 @@ VOLUME_SNAPSHOT_CONTENT = Kind(
     "snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", "VolumeSnapshotContent", False
 )
 SECRET = Kind("", "v1", "secrets", "Secret")
+DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")  # Velero's, for its version
 
 
 class Cluster(Protocol):

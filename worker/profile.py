@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.errors import ConfigError
+from worker.errors import ClusterError, ConfigError
 
 Version = tuple[int, int, int]
 
@@ -142,12 +142,12 @@ def detect(
 ) -> VeleroProfile:
     """``auto``: the version of the Velero Deployment's image, else the 1.15 profile with
     the reason. ``read_deployment`` returns None when there is no such Deployment and
-    raises (any exception) when it cannot be read."""
+    raises ClusterError when it cannot be read."""
     where = f"Deployment {namespace}/{deployment}"
     fallback = f"profile {shown(OLDEST)}, the oldest supported"
     try:
         found = read_deployment()
-    except Exception as exc:
+    except ClusterError as exc:
         return VeleroProfile(OLDEST, f"auto: cannot read {where} ({exc}); {fallback}")
     if found is None:
         return VeleroProfile(OLDEST, f"auto: no {where}; {fallback}")

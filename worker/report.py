@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from worker.profile import DEFAULT_PROFILE, VeleroProfile
+
 EXIT_OK = 0
 EXIT_LOCATION_FAILED = 1
 EXIT_CONFIG = 2
@@ -21,6 +23,9 @@ class Outcome(StrEnum):
     CONFIG_ERROR = "config-error"  # this location's configuration is wrong: exit 2
     NOT_DUE = "not-due"
     DISABLED = "disabled"  # backupSyncPeriod 0
+    # Velero >= 1.16.2 skips a location whose status.phase is not Available: its own verdict
+    # on the location, not a failure of this run (exit 0).
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class LocationReport:
     orphans_blocked: int = 0  # orphans left in place by the mass-deletion guard
     mass_deletion_blocked: str = ""  # the guard's reason, "" when it did not trip
     errors: list[ItemFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # worth a look, not a failure
     plan: list[str] = field(default_factory=list)
     status_patched: bool = False
     seconds: float = 0.0
@@ -73,6 +79,9 @@ class LocationReport:
     def fail(self, outcome: Outcome, reason: str) -> None:
         self.outcome = outcome
         self.reason = reason
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +102,7 @@ class LocationReport:
             "orphansBlocked": self.orphans_blocked,
             "massDeletionBlocked": self.mass_deletion_blocked,
             "errors": [{"object": e.object, "reason": e.reason} for e in self.errors],
+            "warnings": self.warnings,
             "statusPatched": self.status_patched,
             "plan": self.plan,
             "seconds": round(self.seconds, 3),
@@ -102,8 +112,9 @@ class LocationReport:
         head = f"location {self.name}: {self.outcome.value}"
         if self.reason:
             head += f" ({self.reason})"
+        warnings = [f"  warning: {w}" for w in self.warnings]
         if not self.ran:
-            return head
+            return "\n".join([head, *warnings])
         skipped = sum(self.skipped.values())
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
         verb = "would create" if dry_run else "created"
@@ -122,6 +133,7 @@ class LocationReport:
             f"{self.seconds:.2f}s",
         ]
         lines = [f"{head}: " + ", ".join(parts)]
+        lines += warnings
         if self.mass_deletion_blocked:
             lines.append(f"  blocked: {self.mass_deletion_blocked}")
         lines += [f"  error: {e.object}: {e.reason}" for e in self.errors]
@@ -137,6 +149,7 @@ class RunReport:
     error: str = ""  # a run-level failure (cluster unreachable before any location)
     error_exit_code: int = EXIT_OK
     seconds: float = 0.0
+    profile: VeleroProfile = DEFAULT_PROFILE  # the Velero version this run syncs like
 
     @property
     def exit_code(self) -> int:
@@ -166,6 +179,7 @@ class RunReport:
             "dryRun": self.dry_run,
             "exitCode": self.exit_code,
             "error": self.error,
+            "veleroProfile": {"version": self.profile.name, "source": self.profile.source},
             "seconds": round(self.seconds, 3),
             "locations": [loc.as_dict() for loc in self.locations],
         }
@@ -174,7 +188,10 @@ class RunReport:
         if fmt == "json":
             return json.dumps(self.as_dict(), sort_keys=False)
         mode = " (dry run: nothing written)" if self.dry_run else ""
-        lines = [f"backup-sync summary for namespace {self.namespace}{mode}"]
+        lines = [
+            f"backup-sync summary for namespace {self.namespace}{mode}",
+            f"Velero {self.profile.name} profile ({self.profile.source})",
+        ]
         if self.error:
             lines.append(f"run failed: {self.error}")
         if not self.locations and not self.error:

@@ -11,12 +11,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.cluster import BACKUP_STORAGE_LOCATION, Cluster, KubeCluster, PlanningCluster
+from worker.cluster import (
+    BACKUP_STORAGE_LOCATION,
+    DEPLOYMENT,
+    Cluster,
+    KubeCluster,
+    PlanningCluster,
+)
 from worker.errors import ClusterError, ConfigError, LocationError, NotFound
 from worker.events import record_location_events
 from worker.guard import MassDeletionGuard
 from worker.locations import due_check, name_of, order_default_first, selected
 from worker.metrics import push_metrics
+from worker.profile import AUTO, VeleroProfile, detect, explicit
 from worker.progress import Progress, ProgressFactory
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
 from worker.settings import Settings
@@ -28,14 +35,22 @@ from worker.sync import SyncOptions, sync_location
 
 log = logging.getLogger(__name__)
 
-# (location, read_secret, workdir, settings) -> (Velero-layout store, the store to close)
+Warn = Callable[[str], None]
+# (location, read_secret, workdir, settings, profile, warn)
+#   -> (Velero-layout store, the store to close)
 StoreOpener = Callable[
-    [dict[str, Any], ReadSecret, Path, Settings], tuple[BackupStore, ObjectStore]
+    [dict[str, Any], ReadSecret, Path, Settings, VeleroProfile, Warn],
+    tuple[BackupStore, ObjectStore],
 ]
 
 
 def open_location_store(
-    location: dict[str, Any], read_secret: ReadSecret, workdir: Path, settings: Settings
+    location: dict[str, Any],
+    read_secret: ReadSecret,
+    workdir: Path,
+    settings: Settings,
+    profile: VeleroProfile,
+    warn: Warn,
 ) -> tuple[BackupStore, ObjectStore]:
     """The real opener: the provider registry. Raises ConfigError, StoreError."""
     store_cfg, prefix = store_settings(
@@ -45,8 +60,20 @@ def open_location_store(
         timeout=settings.request_timeout,
         max_connections=settings.concurrency + 4,
         retry=settings.retry,
+        profile=profile,
+        credentials_dir=settings.credentials_dir,
+        warn=warn,
     )
     return open_backup_store(store_cfg, prefix)
+
+
+def velero_profile(settings: Settings, cluster: Cluster) -> VeleroProfile:
+    """The profile of --velero-version, or for ``auto`` the version of the Velero
+    Deployment's image (worker.profile.detect)."""
+    if settings.velero_version != AUTO:
+        return explicit(settings.velero_version)
+    name, namespace = settings.velero_deployment, settings.namespace
+    return detect(lambda: cluster.get(DEPLOYMENT, name, namespace), name, namespace)
 
 
 def run(
@@ -101,6 +128,11 @@ def _run_locations(
     progress: ProgressFactory,
     shutdown: Shutdown,
 ) -> None:
+    profile = report.profile = velero_profile(settings, cluster)
+    log.info(
+        "syncing the way this Velero version does",
+        extra={"veleroVersion": profile.name, "source": profile.source},
+    )
     locations = list(cluster.list(BACKUP_STORAGE_LOCATION, settings.namespace))
     missing = sorted(settings.locations - {name_of(loc) for loc in locations})
     if missing:
@@ -129,6 +161,13 @@ def _run_locations(
                 loc_report.fail(Outcome.DISABLED if disabled else Outcome.NOT_DUE, due.reason)
                 log.info("location skipped", extra={"location": loc_report.name, "why": due.reason})
                 continue
+            unavailable = _unavailable(location, profile)
+            if unavailable:
+                loc_report.fail(Outcome.UNAVAILABLE, unavailable)
+                log.info(
+                    "location skipped", extra={"location": loc_report.name, "why": unavailable}
+                )
+                continue
             if shutdown.requested:
                 loc_report.fail(Outcome.FAILED, f"{shutdown.reason} before this location started")
                 continue
@@ -142,8 +181,23 @@ def _run_locations(
                 now,
                 progress,
                 shutdown,
+                profile,
             )
             _record_events(settings, cluster, location, loc_report)
+
+
+def _unavailable(location: dict[str, Any], profile: VeleroProfile) -> str:
+    """Why Velero of this profile would not sync the location now, or "" (from 1.16.2 a
+    location whose status.phase is not exactly Available is left alone)."""
+    if not profile.requires_available_location:
+        return ""
+    phase = (location.get("status") or {}).get("phase") or ""
+    if phase == "Available":
+        return ""
+    return (
+        f"status.phase is {phase!r}, not Available: Velero {profile.name} skips it "
+        f"(nothing listed, deleted or patched)"
+    )
 
 
 def _record_events(
@@ -165,6 +219,7 @@ def _sync_one(
     now: Callable[[], datetime],
     progress: ProgressFactory,
     shutdown: Shutdown,
+    profile: VeleroProfile,
 ) -> None:
     started = time.monotonic()
     ctx = {"location": report.name}
@@ -189,7 +244,9 @@ def _sync_one(
             ) from None
 
     try:
-        backup_store, store = open_store(location, read_secret, workdir, settings)
+        backup_store, store = open_store(
+            location, read_secret, workdir, settings, profile, report.warn
+        )
     except ConfigError as exc:
         log.error("location configuration error", extra={**ctx, "error": str(exc)})
         report.fail(Outcome.CONFIG_ERROR, str(exc))
@@ -205,6 +262,7 @@ def _sync_one(
         now=now,
         progress=progress,
         shutdown=shutdown,
+        profile=profile,
         guard=MassDeletionGuard(
             share=settings.mass_orphan_share,
             floor=settings.mass_orphan_floor,

@@ -107,6 +107,12 @@ class Settings:
     pushgateway_url: str | None = None
     # After SIGTERM/SIGINT, how long work in flight may run (worker.shutdown).
     shutdown_grace: float = 20.0
+    # Sync the way this Velero version does (worker.profile): "auto" or X.Y[.Z].
+    velero_version: str = "auto"
+    velero_deployment: str = "velero"  # read for "auto"
+    # The only folder a BSL's spec.config.credentialsFile may point into (the chart mounts
+    # the credentials Secret there).
+    credentials_dir: str = "/credentials"
 
     @property
     def csi_enabled(self) -> bool:

@@ -51,6 +51,7 @@ from worker.report import (
     ItemFailure,
     LocationReport,
 )
+from worker.rewrite import ORPHAN_PHASES
 from worker.shutdown import NEVER, Shutdown
 from worker.storage.layout import BackupStore, StreamedList
 
@@ -137,13 +138,15 @@ def sync_location(
 
     in_store = set(store.list_backups())  # StoreError propagates: the location fails
     report.listed = len(in_store)
+    label = rewrite.valid_label(location_name)
+    if not in_store:
+        _warn_if_listing_looks_wrong(store, existing or [], label, report)
     to_sync = sorted(in_store - in_cluster)
     report.to_sync = len(to_sync)
     if to_sync:
         log.info("backups to sync into the cluster", extra={**ctx, "count": len(to_sync)})
     # Only this location's marked Backups: another location listing the same name would
     # give the dependents the wrong location and read them from the wrong bucket.
-    label = rewrite.valid_label(location_name)
     to_complete = sorted(
         (
             b
@@ -179,6 +182,23 @@ def sync_location(
     report.status_patched = True
 
     _delete_orphans(location_name, existing, in_store, cluster, options, report)
+
+
+def _warn_if_listing_looks_wrong(
+    store: BackupStore, existing: list[ClusterBackup], label: str, report: LocationReport
+) -> None:
+    """An empty listing while the cluster holds this location's finished Backups usually
+    means a bucket or prefix that points elsewhere: say which prefix was listed."""
+    synced = sum(1 for b in existing if b.location_label == label and b.phase in ORPHAN_PHASES)
+    if not synced:
+        return
+    message = (
+        f"the store listed nothing under {store.backups_dir or '(bucket root)'} although the "
+        f"cluster holds {synced} Completed or PartiallyFailed Backups of this location; "
+        f"check objectStorage.bucket and prefix"
+    )
+    log.warning(message, extra={"location": report.name, "prefix": store.backups_dir})
+    report.warn(message)
 
 
 def _check_interrupted(shutdown: Shutdown, done: int, total: int) -> None:
@@ -562,7 +582,7 @@ def orphans_of(location: str, existing: Iterable[ClusterBackup], in_store: set[s
     return sorted(
         b.name
         for b in existing
-        if b.location_label == label and b.phase in rewrite.ORPHAN_PHASES and b.name not in in_store
+        if b.location_label == label and b.phase in ORPHAN_PHASES and b.name not in in_store
     )
 
 

@@ -142,7 +142,7 @@ def opener(stores: dict[str, tuple[MemoryStore, str]]) -> Any:
     opened: list[str] = []
 
     def open_store(
-        location: Obj, read_secret: Any, workdir: Path, settings: Settings
+        location: Obj, read_secret: Any, workdir: Path, settings: Settings, *_more: Any
     ) -> tuple[BackupStore, MemoryStore]:
         name = location["metadata"]["name"]
         opened.append(name)

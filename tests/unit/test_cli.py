@@ -151,18 +151,62 @@ def test_retry_and_timeout_options(rec: Recorder) -> None:
     assert s.retry.max_seconds == 9.5
 
 
-@pytest.mark.parametrize("period", ["0", "0s", "500ms", "1m0s"])
+@pytest.mark.parametrize("period", ["500ms", "1m0s", "1h30m"])
 def test_go_durations_accepted(rec: Recorder, period: str) -> None:
     s = parsed(rec, "--default-backup-sync-period", period)
     assert (
         s.default_sync_period
         == {
-            "0": timedelta(0),
-            "0s": timedelta(0),
             "500ms": timedelta(milliseconds=500),
             "1m0s": timedelta(minutes=1),
+            "1h30m": timedelta(hours=1, minutes=30),
         }[period]
     )
+
+
+@pytest.mark.parametrize("period", ["0", "0s", "-1m", "-0.5s"])
+def test_non_positive_default_period_is_a_usage_error(
+    rec: Recorder, capsys: pytest.CaptureFixture[str], period: str
+) -> None:
+    """The zero rule belongs to spec.backupSyncPeriod only: a zero default would silently
+    disable every location without its own period."""
+    assert cli.main([f"--default-backup-sync-period={period}"]) == 2
+    assert rec.settings == []
+    err = capsys.readouterr().err
+    assert "--default-backup-sync-period must be positive" in err
+    assert "backupSyncPeriod: 0s" in err and "suspend the CronJob" in err
+
+
+# -- Velero version profile and credentials folder ---------------------------------------------
+
+
+def test_velero_version_defaults(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VELERO_VERSION", raising=False)
+    s = parsed(rec)
+    assert (s.velero_version, s.velero_deployment, s.credentials_dir) == (
+        "auto",
+        "velero",
+        "/credentials",
+    )
+
+
+def test_velero_version_flag_env_and_deployment(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VELERO_VERSION", "1.16.2")
+    assert parsed(rec, "--velero-deployment", "velero-server").velero_version == "1.16.2"
+    assert rec.settings[0].velero_deployment == "velero-server"
+    rec.settings.clear()
+    assert parsed(rec, "--velero-version", "1.18").velero_version == "1.18"
+
+
+@pytest.mark.parametrize("version", ["1.14", "1.19.0", "latest", "v1"])
+def test_unsupported_velero_version_is_a_usage_error(
+    rec: Recorder, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    assert cli.main(["--velero-version", version]) == 2
+    assert rec.settings == []
+    assert "1.15 to 1.18" in capsys.readouterr().err
 
 
 # -- namespace resolution ----------------------------------------------------------------------

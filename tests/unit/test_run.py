@@ -15,6 +15,7 @@ from tests.unit.helpers import NOW, NOW_STAMP, NS, PAST, bsl, cluster_backup, op
 from worker.cluster import (
     BACKUP,
     BACKUP_STORAGE_LOCATION,
+    DEPLOYMENT,
     POD_VOLUME_BACKUP,
     VOLUME_SNAPSHOT,
     VOLUME_SNAPSHOT_CONTENT,
@@ -215,7 +216,7 @@ def test_exit_1_when_store_cannot_be_opened() -> None:
     world = World(bsl("a"), bsl("b"))
     world.bucket("b").put_backup("b1")
 
-    def open_store(loc: Obj, read_secret: Any, workdir: Path, s: Settings) -> Any:
+    def open_store(loc: Obj, read_secret: Any, workdir: Path, s: Settings, *_: Any) -> Any:
         if loc["metadata"]["name"] == "a":
             raise StoreError("cannot reach endpoint")
         return world.open_store(loc, read_secret, workdir, s)
@@ -243,7 +244,7 @@ def test_exit_1_when_bsl_listing_fails() -> None:
 def test_exit_2_when_location_config_error() -> None:
     world = World(bsl("a"), bsl("b"))
 
-    def open_store(loc: Obj, read_secret: Any, workdir: Path, s: Settings) -> Any:
+    def open_store(loc: Obj, read_secret: Any, workdir: Path, s: Settings, *_: Any) -> Any:
         if loc["metadata"]["name"] == "a":
             raise ConfigError("config has invalid keys ['regoin']")
         return world.open_store(loc, read_secret, workdir, s)
@@ -545,3 +546,97 @@ def test_unavailable_credential_secret_fails_the_location() -> None:
 
     assert report.exit_code == 1
     assert report.locations[0].outcome == Outcome.FAILED
+
+
+# -- Velero version profiles -----------------------------------------------------------------
+
+
+def velero_deployment(image: str) -> Obj:
+    return {
+        "metadata": {"name": "velero", "namespace": NS},
+        "spec": {"template": {"spec": {"containers": [{"name": "velero", "image": image}]}}},
+    }
+
+
+def test_the_profile_in_force_is_in_the_summary() -> None:
+    world = World(bsl("a"))
+    world.cluster.add(DEPLOYMENT, velero_deployment("velero/velero:v1.17.1"))
+
+    report = world.run()
+
+    assert report.profile.version == (1, 17, 1)
+    doc = json.loads(report.render("json"))
+    assert doc["veleroProfile"]["version"] == "1.17.1"
+    assert "velero/velero:v1.17.1" in doc["veleroProfile"]["source"]
+    assert "Velero 1.17.1 profile" in report.render("text")
+
+
+def test_an_explicit_version_wins_over_the_deployment() -> None:
+    world = World(bsl("a"))
+    world.cluster.add(DEPLOYMENT, velero_deployment("velero/velero:v1.17.1"))
+
+    report = world.run(velero_version="1.15.2")
+
+    assert report.profile.version == (1, 15, 2)
+    assert report.profile.source == "--velero-version"
+    assert ("get", "deployments") not in world.cluster.calls
+
+
+def test_auto_without_a_deployment_says_it_fell_back() -> None:
+    report = World(bsl("a")).run()
+    assert report.profile.version == (1, 15, 0)
+    assert "no Deployment velero/velero" in report.render("text")
+
+
+def unavailable_world(phase: str | None) -> World:
+    location = bsl("a", last_synced=PAST)
+    if phase is not None:
+        location["status"]["phase"] = phase
+    world = World(location)
+    world.bucket("a").put_backup("new")
+    world.cluster.add(BACKUP, cluster_backup("orphan", "a"))
+    return world
+
+
+@pytest.mark.parametrize("phase", ["Unavailable", "", None])
+def test_from_1_16_2_a_location_that_is_not_available_is_left_alone(phase: str | None) -> None:
+    world = unavailable_world(phase)
+
+    report = world.run(velero_version="1.16.2")
+
+    loc = report.locations[0]
+    assert loc.outcome == Outcome.UNAVAILABLE
+    assert "not Available" in loc.reason
+    assert report.exit_code == 0
+    assert world.opened == []  # nothing listed
+    assert world.cluster.writes == []  # nothing created, deleted or patched
+    assert world.last_synced("a") == PAST
+
+
+@pytest.mark.parametrize("version", ["1.15.2", "1.16.1"])
+def test_before_1_16_2_an_unavailable_location_is_synced(version: str) -> None:
+    world = unavailable_world("Unavailable")
+
+    report = world.run(velero_version=version)
+
+    assert report.locations[0].outcome == Outcome.SYNCED
+    assert report.locations[0].created == 1 and report.locations[0].orphans_deleted == 1
+
+
+def test_an_available_location_is_synced_from_1_16_2() -> None:
+    world = unavailable_world("Available")
+    assert world.run(velero_version="1.18.3").locations[0].created == 1
+
+
+def test_an_empty_listing_with_synced_backups_of_the_location_warns_naming_the_prefix() -> None:
+    world = World(bsl("a"))
+    world.stores["a"] = (MemoryStore(), "team//prod")
+    world.cluster.add(BACKUP, cluster_backup("synced-1", "a"))
+
+    report = world.run()
+
+    [warning] = report.locations[0].warnings
+    assert "listed nothing under team/prod/backups/" in warning
+    assert "1 Completed or PartiallyFailed" in warning
+    assert f"  warning: {warning}" in report.render("text")
+    assert json.loads(report.render("json"))["locations"][0]["warnings"] == [warning]
