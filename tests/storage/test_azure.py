@@ -19,9 +19,17 @@ import msal.authority
 import pytest
 import requests
 
-from harness.objectstores import AZURITE_ACCOUNT, AZURITE_KEY, AZURITE_KEY_VAR, Azurite, TestCA
+from harness.objectstores import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    AZURITE_KEY_VAR,
+    Azurite,
+    TestCA,
+    free_port,
+)
 from tests.storage.conftest import FAST_RETRY
 from worker.errors import ConfigError, ObjectTooLarge, StoreError
+from worker.profile import VeleroProfile
 from worker.storage import ObjectStore, StoreSettings, open_store
 from worker.storage import azure as azure_provider
 from worker.storage.credentials import ca_bundle
@@ -303,15 +311,19 @@ class _EntraAndArm(BaseHTTPRequestHandler):
         if path.endswith("/oauth2/v2.0/token"):
             form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
             type(self).tokens.append(form)
-            audience = form["scope"].removesuffix("/.default")
-            self._json(
-                {
-                    "access_token": _jwt(audience),
-                    "token_type": "Bearer",
-                    "expires_in": 3600,
-                    "ext_expires_in": 3600,
-                }
-            )
+            audience = form["scope"].split()[0].removesuffix("/.default")
+            answer = {
+                "access_token": _jwt(audience),
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "ext_expires_in": 3600,
+            }
+            if form["grant_type"] == "password":
+                # A user sign-in also returns who signed in (azure-identity needs it).
+                answer["id_token"] = _id_token(
+                    f"{self.base}/{TENANT}/v2.0", form["client_id"], form["username"]
+                )
+            self._json(answer)
         elif path.endswith("/listKeys"):
             self._arm("POST")
             self._json(
@@ -340,6 +352,22 @@ class _EntraAndArm(BaseHTTPRequestHandler):
         pass
 
 
+def _id_token(issuer: str, client_id: str, username: str) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": client_id,
+        "sub": "user-subject",
+        "oid": "22222222-2222-2222-2222-222222222222",
+        "tid": TENANT,
+        "preferred_username": username,
+        "iat": now - 60,
+        "nbf": now - 60,
+        "exp": now + 3600,
+    }
+    return _unsigned_jwt(claims)
+
+
 def _jwt(audience: str) -> str:
     """An access token Azurite's ``--oauth basic`` accepts: it checks issuer, audience and
     lifetime, not the signature."""
@@ -354,6 +382,10 @@ def _jwt(audience: str) -> str:
         "oid": "11111111-1111-1111-1111-111111111111",
     }
 
+    return _unsigned_jwt(claims)
+
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
@@ -434,7 +466,9 @@ def test_account_key_is_exchanged_through_arm(
     assert get_method == "GET"
 
 
-@pytest.mark.parametrize("identity", ["client-secret", "workload-identity"])
+# MSAL deprecates the password grant for public clients when it sends one.
+@pytest.mark.filterwarnings("ignore:This API has been deprecated:DeprecationWarning")
+@pytest.mark.parametrize("identity", ["client-secret", "workload-identity", "username-password"])
 def test_use_aad_sends_bearer_tokens(
     identity: str,
     entra: str,
@@ -452,6 +486,17 @@ def test_use_aad_sends_bearer_tokens(
             "cloud",
             f"AZURE_TENANT_ID={TENANT}\nAZURE_CLIENT_ID=velero-app\nAZURE_CLIENT_SECRET=s3cr3t\n"
             "AZURE_ADDITIONALLY_ALLOWED_TENANTS=t2;t3\n".encode(),
+        )
+    elif identity == "username-password":
+        # MSAL's user-realm lookup drops the authority's port (real Entra ID is on 443);
+        # a host it knows has no realm endpoint goes straight to the password grant.
+        monkeypatch.setattr(
+            msal.authority.Authority, "_domains_without_user_realm_discovery", {"127.0.0.1"}
+        )
+        path = write_file(
+            "cloud",
+            f"AZURE_TENANT_ID={TENANT}\nAZURE_CLIENT_ID=velero-app\n"
+            "AZURE_USERNAME=backup@example.com\nAZURE_PASSWORD=pa55-w0rd\n".encode(),
         )
     else:
         # What the AKS workload-identity webhook injects into the pod's environment.
@@ -472,9 +517,13 @@ def test_use_aad_sends_bearer_tokens(
     assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
     assert store.get("backups/b1/velero-backup.json", 10) == b"{}"
     [token] = _EntraAndArm.tokens  # cached for the second call
-    assert token["scope"] == "https://storage.azure.com/.default"
+    # A user sign-in asks for the OpenID scopes too.
+    assert token["scope"].split()[0] == "https://storage.azure.com/.default"
     if identity == "client-secret":
         assert token["client_secret"] == "s3cr3t"
+    elif identity == "username-password":
+        assert token["grant_type"] == "password"
+        assert token["username"] == "backup@example.com" and token["password"] == "pa55-w0rd"
     else:
         assert token["client_id"] == "velero-workload"
         assert token["client_assertion"] == "federated.service-account.jwt"
@@ -510,14 +559,82 @@ def test_aad_credential_selection(
     bad_cert = {**ids, "AZURE_CLIENT_CERTIFICATE": "not a certificate"}
     with pytest.raises(ConfigError, match="certificate"):
         select(bad_cert, authority, base)
-    with pytest.raises(ConfigError, match="not supported"):
-        select({**ids, "AZURE_USERNAME": "u", "AZURE_PASSWORD": "p"}, authority, base)
     assert isinstance(select({"AZURE_CLIENT_ID": "mi"}, authority, base), ManagedIdentityCredential)
 
     monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(write_file("token", b"jwt")))
     monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
     monkeypatch.setenv("AZURE_CLIENT_ID", "wi")
     assert isinstance(select({}, authority, base), WorkloadIdentityCredential)
+
+
+USER_PASSWORD = {"AZURE_USERNAME": "backup@example.com", "AZURE_PASSWORD": "pa55-w0rd"}
+
+
+@pytest.mark.parametrize("version", [(1, 15, 0), (1, 16, 2)])
+def test_username_password_until_velero_1_17(
+    version: tuple[int, int, int], recwarn: pytest.WarningsRecorder
+) -> None:
+    from azure.identity import UsernamePasswordCredential
+
+    warnings: list[str] = []
+    base = StoreSettings("azure", "c", profile=VeleroProfile(version), warn=warnings.append)
+    ids = {"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": "app"}
+    authority = "https://login.microsoftonline.com/"
+
+    credential = azure_provider.aad_credential({**ids, **USER_PASSWORD}, authority, base)
+    assert isinstance(credential, UsernamePasswordCredential)
+    [warning] = warnings
+    assert "AZURE_USERNAME" in warning and "1.17" in warning
+    assert "client secret" in warning and "workload identity" in warning
+    assert "pa55-w0rd" not in warning and "backup@example.com" not in warning
+    # azure-identity's own DeprecationWarning is ours to report, not to pass on.
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+    with pytest.raises(ConfigError, match="AZURE_PASSWORD is required"):
+        azure_provider.aad_credential({**ids, "AZURE_USERNAME": "u"}, authority, base)
+    with pytest.raises(ConfigError, match="AZURE_TENANT_ID"):
+        azure_provider.aad_credential(USER_PASSWORD, authority, base)
+
+
+def test_username_password_deprecation_is_reported_once_per_location(
+    write_file: Callable[[str, bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # useAAD without storageAccountURI: ARM is asked for the endpoint (here it fails and
+    # the default URI is used, as in Velero), then the blob client signs in: one warning.
+    dead = f"https://127.0.0.1:{free_port()}/"
+    monkeypatch.setitem(azure_provider.CLOUDS, "", azure_provider.Cloud(dead, "example", dead))
+    monkeypatch.setattr(
+        msal.authority,
+        "WELL_KNOWN_AUTHORITY_HOSTS",
+        msal.authority.WELL_KNOWN_AUTHORITY_HOSTS | {"127.0.0.1"},
+    )
+    path = write_file(
+        "cloud",
+        f"AZURE_TENANT_ID={TENANT}\nAZURE_CLIENT_ID=app\nAZURE_USERNAME=u@example.com\n"
+        "AZURE_PASSWORD=p\nAZURE_SUBSCRIPTION_ID=s\nAZURE_RESOURCE_GROUP=g\n".encode(),
+    )
+    warnings: list[str] = []
+    config = {"useAAD": "true", "storageAccountKeyEnvVar": None, "storageAccountURI": None}
+    store = open_store(settings("", "c", path, config=config, warn=warnings.append, timeout=1.0))
+    store.close()
+    assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("version", [(1, 17, 0), (1, 18, 3)])
+def test_username_password_is_a_config_error_from_velero_1_17(
+    version: tuple[int, int, int],
+) -> None:
+    warnings: list[str] = []
+    base = StoreSettings("azure", "c", profile=VeleroProfile(version), warn=warnings.append)
+    ids = {"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": "app"}
+    with pytest.raises(ConfigError) as caught:
+        azure_provider.aad_credential(
+            {**ids, **USER_PASSWORD}, "https://login.microsoftonline.com/", base
+        )
+    message = str(caught.value)
+    assert "AZURE_USERNAME" in message and ".".join(map(str, version)) in message
+    assert "pa55-w0rd" not in message
+    assert warnings == []
 
 
 def _rsa_certificate_pem() -> str:

@@ -120,6 +120,42 @@ def test_store_endpoint_without_scheme_gets_https(emulator_env: None) -> None:
     )
 
 
+@pytest.mark.parametrize("suffix", ["/storage/v1/", "/storage/v1", "", "/"])
+def test_store_endpoint_as_a_full_url(
+    fake_gcs: FakeGCS, bucket: str, emulator_env: None, suffix: str
+) -> None:
+    # The Go client takes a value with "://" verbatim as its JSON API base
+    # (https://host/storage/v1/); the Python client appends /storage/v1 itself.
+    fake_gcs.put(bucket, "backups/b1/velero-backup.json", b"{}")
+    store = open_store(settings(fake_gcs.endpoint + suffix, bucket))
+    requests = sent_requests(store)
+    assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
+    assert store.get("backups/b1/velero-backup.json", 10) == b"{}"
+    assert [urllib.parse.urlsplit(r.url).path for r in requests] == [
+        f"/storage/v1/b/{bucket}/o",
+        f"/download/storage/v1/b/{bucket}/o/backups%2Fb1%2Fvelero-backup.json",
+    ]
+
+
+@pytest.mark.parametrize("suffix", ["", "/storage/v1/"])
+def test_store_endpoint_as_a_bare_authority_is_https(
+    fake_gcs_tls: FakeGCS,
+    bucket_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    suffix: str,
+) -> None:
+    assert fake_gcs_tls.tls is not None
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs_tls.endpoint)
+    fake_gcs_tls.create_bucket(bucket_name)
+    fake_gcs_tls.put(bucket_name, "backups/b1/velero-backup.json", b"{}")
+    bundle = ca_bundle(fake_gcs_tls.tls.ca_pem, tmp_path / "ca")
+    authority = fake_gcs_tls.endpoint.removeprefix("https://")  # 127.0.0.1:<port>
+    store = open_store(settings(authority + suffix, bucket_name, ca_bundle=str(bundle)))
+    assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
+    assert store.get("backups/b1/velero-backup.json", 10) == b"{}"
+
+
 def test_unknown_config_key_names_the_valid_ones(emulator_env: None) -> None:
     with pytest.raises(ConfigError) as caught:
         open_store(settings("http://127.0.0.1:1", "b", config={"insecureSkipTLSVerify": "true"}))

@@ -12,6 +12,7 @@ from typing import Any
 
 import botocore.httpsession
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import EndpointConnectionError
 
 from harness.objectstores import MotoS3
@@ -19,6 +20,7 @@ from tests.storage.conftest import FAST_RETRY
 from worker.errors import ConfigError, ObjectTooLarge, StoreError
 from worker.storage import ObjectStore, StoreSettings, open_store
 from worker.storage.credentials import ca_bundle
+from worker.storage.s3 import addressing_style
 
 CREDS = b"[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = secret\n"
 
@@ -389,3 +391,158 @@ def _tls_args(server: MotoS3, bucket: str, creds_file: Path) -> dict[str, Any]:
         "credentials_file": str(creds_file),
         "retry": FAST_RETRY,
     }
+
+
+# -- addressing: virtual-hosted or path style, as aws-sdk-go-v2 chooses for the plugin
+
+
+class _Body:
+    """A raw response body for botocore (what urllib3 would hand it)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def _answer_not_found(request: Any, **_: Any) -> AWSResponse:
+    """Answer every request with NoSuchKey without sending it: the URL is what we check."""
+    body = b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>"
+    return AWSResponse(request.url, 404, {"Content-Type": "application/xml"}, _Body(body))
+
+
+@pytest.mark.parametrize(
+    ("s3_url", "bucket", "force", "expected"),
+    [
+        # A host name and a DNS-compatible bucket: virtual-hosted (Alibaba OSS refuses path).
+        (
+            "https://oss-cn-hangzhou.aliyuncs.com",
+            "velero",
+            "",
+            "https://velero.oss-cn-hangzhou.aliyuncs.com/k",
+        ),
+        (
+            "https://cos.ap-guangzhou.myqcloud.com",
+            "b-1250000000",
+            "false",
+            "https://b-1250000000.cos.ap-guangzhou.myqcloud.com/k",
+        ),
+        (
+            "https://s3.example.com:9000/base",
+            "velero",
+            "",
+            "https://velero.s3.example.com:9000/base/k",
+        ),
+        # localhost is a name, not an IP literal: virtual-hosted, as in the SDK.
+        ("http://localhost:9000", "velero", "", "http://velero.localhost:9000/k"),
+        # IP literals: path style.
+        ("http://127.0.0.1:9000", "velero", "", "http://127.0.0.1:9000/velero/k"),
+        ("https://[::1]:9000", "velero", "", "https://[::1]:9000/velero/k"),
+        # Buckets that are no DNS label: path style.
+        ("https://s3.example.com", "Velero", "", "https://s3.example.com/Velero/k"),
+        ("https://s3.example.com", "velero_backups", "", "https://s3.example.com/velero_backups/k"),
+        ("https://s3.example.com", "ab", "", "https://s3.example.com/ab/k"),
+        # Dots: labels are allowed over http only (a TLS wildcard covers one label).
+        (
+            "https://s3.example.com",
+            "velero.backups.abc",
+            "",
+            "https://s3.example.com/velero.backups.abc/k",
+        ),
+        (
+            "http://s3.example.com",
+            "velero.backups.abc",
+            "",
+            "http://velero.backups.abc.s3.example.com/k",
+        ),
+        ("http://s3.example.com", "velero.ab.abc", "", "http://s3.example.com/velero.ab.abc/k"),
+        # That rule has no IP check: the SDK virtual-hosts a dotted bucket even here.
+        (
+            "http://127.0.0.1:9000",
+            "velero.backups.abc",
+            "",
+            "http://velero.backups.abc.127.0.0.1:9000/k",
+        ),
+        # s3ForcePathStyle wins over everything.
+        (
+            "https://oss-cn-hangzhou.aliyuncs.com",
+            "velero",
+            "true",
+            "https://oss-cn-hangzhou.aliyuncs.com/velero/k",
+        ),
+        (
+            "http://s3.example.com",
+            "velero.backups.abc",
+            "1",
+            "http://s3.example.com/velero.backups.abc/k",
+        ),
+    ],
+)
+def test_addressing_follows_the_go_sdk(
+    s3_url: str, bucket: str, force: str, expected: str, creds_file: Path
+) -> None:
+    config = {"region": "us-east-1", "s3Url": s3_url}
+    if force:
+        config["s3ForcePathStyle"] = force
+    store = open_store(
+        StoreSettings(
+            provider="aws",
+            bucket=bucket,
+            config=config,
+            credentials_file=str(creds_file),
+            retry=FAST_RETRY,
+        )
+    )
+    urls: list[str] = []
+
+    def record(request: Any, **kwargs: Any) -> AWSResponse:
+        urls.append(request.url)
+        return _answer_not_found(request, **kwargs)
+
+    store._client.meta.events.register("before-send.s3", record)  # type: ignore[attr-defined]
+    assert store.get("k", 10) is None
+    assert urls == [expected]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "bucket", "force", "style"),
+    [
+        (None, "velero", False, "virtual"),
+        (None, "velero.backups.abc", False, "path"),
+        (None, "Velero", False, "path"),
+        (None, "velero", True, "path"),
+        ("https://s3.example.com", "velero", False, "virtual"),
+        ("https://s3.example.com", "a" * 63, False, "virtual"),
+        ("https://s3.example.com", "a" * 64, False, "path"),
+        ("https://s3.example.com", "192.168.1.1", False, "path"),
+        ("http://127.0.0.1:9000", "velero", False, "path"),
+        ("http://[fe80::1%25eth0]:9000", "velero", False, "path"),
+        ("http://localhost", "velero", False, "virtual"),
+        # The SDK checks neither IP literal nor scheme-only rules here: a dotted bucket over
+        # http is virtual-hosted even in front of an IP (so is botocore's ruleset).
+        ("http://127.0.0.1:9000", "velero.backups.abc", False, "virtual"),
+        ("https://127.0.0.1:9000", "velero.backups.abc", False, "path"),
+    ],
+)
+def test_addressing_style_rule(endpoint: str | None, bucket: str, force: bool, style: str) -> None:
+    assert addressing_style(endpoint, bucket, force_path_style=force) == style
+
+
+def test_moto_on_an_ip_literal_is_served_path_style(
+    moto: MotoS3, bucket: str, creds_file: Path
+) -> None:
+    # No s3ForcePathStyle: 127.0.0.1 is an IP literal, so the SDK (and we) use path style.
+    moto.put(bucket, "backups/b1/velero-backup.json", b"{}")
+    store = open_store(
+        StoreSettings(
+            provider="aws",
+            bucket=bucket,
+            config={"region": "us-east-1", "s3Url": moto.endpoint},
+            credentials_file=str(creds_file),
+            retry=FAST_RETRY,
+        )
+    )
+    requests = sent_requests(store)
+    assert list(store.list_common_prefixes("backups/", "/")) == ["backups/b1/"]
+    assert requests[0].url.startswith(f"{moto.endpoint}/{bucket}?")

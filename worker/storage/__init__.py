@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.errors import ConfigError
+from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.retry import DEFAULT_POLICY, RetryPolicy
 
 # Velero adds these to every provider's config (providers.md §1.1); they are always valid.
@@ -25,6 +26,10 @@ PROVIDERS: Mapping[str, str] = {
 }
 
 
+def no_warning(message: str) -> None:
+    """The default ``StoreSettings.warn``: nobody collects warnings."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     """Everything a provider needs to open one bucket, already validated and resolved."""
@@ -33,11 +38,14 @@ class StoreSettings:
     bucket: str  # trimmed of "/"
     config: Mapping[str, str] = field(default_factory=dict)  # spec.config as given
     credentials_file: str | None = None  # from spec.credential; None = provider default chain
-    ca_bundle: str | None = None  # PEM file: system CAs + objectStorage.caCert; None = default
+    ca_bundle: str | None = None  # PEM file: system CAs + the location's CA; None = default
     timeout: float = 30.0  # seconds, for connect and for each read
     max_connections: int = 10  # HTTP pool size; the worker sizes it to --concurrency
     page_size: int = 1000  # listing page size (tests force it small)
     retry: RetryPolicy = DEFAULT_POLICY
+    profile: VeleroProfile = DEFAULT_PROFILE  # the Velero version whose behaviour to follow
+    # For what the user must see in the run summary (a deprecation); also logged.
+    warn: Callable[[str], None] = no_warning
 
 
 class ObjectStore(Protocol):

@@ -2,7 +2,8 @@
 
 Mirrors Velero's ``pkg/util/azure`` (which the v1.11.1 plugin calls): the env-style
 credentials file, Shared Key from ``storageAccountKeyEnvVar`` (or ``AZURE_STORAGE_KEY`` in
-the file), Azure AD through azure-identity with ``useAAD``, otherwise the account key
+the file), Azure AD through azure-identity with ``useAAD`` (user name and password only in
+the profiles before Velero 1.17, which removed them), otherwise the account key
 exchanged through ARM ``ListKeys``; the cloud from ``AZURE_CLOUD_NAME``; the blob endpoint
 from ``storageAccountURI``, ARM, or the cloud's default suffix.
 """
@@ -14,6 +15,7 @@ import binascii
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -175,6 +177,12 @@ def open_store(settings: StoreSettings) -> ObjectStore:
     authority = config.get("activeDirectoryAuthorityURI") or cloud.authority_host
     transport_kwargs = _transport_kwargs(settings)
 
+    @functools.cache
+    def aad() -> Any:
+        # One credential for ARM and the blob client: one token cache, and a deprecation
+        # is reported once per location.
+        return aad_credential(creds, authority, settings)
+
     # 1. Which key, if any (GetStorageAccountCredentials).
     key_var = config.get("storageAccountKeyEnvVar", "")
     arm: Any = None
@@ -185,7 +193,7 @@ def open_store(settings: StoreSettings) -> ObjectStore:
             )
         creds["AZURE_STORAGE_KEY"] = creds[key_var]
     elif not use_aad:
-        arm = _arm_client(config, creds, cloud, authority, settings, required=True)
+        arm = _arm_client(config, creds, cloud, aad, settings, required=True)
         creds["AZURE_STORAGE_KEY"] = _exchange_account_key(arm, config, creds, settings)
 
     # 2. The endpoint (getStorageAccountURI).
@@ -193,7 +201,7 @@ def open_store(settings: StoreSettings) -> ObjectStore:
     if not uri:
         uri = f"https://{account}.{cloud.blob_suffix}"
         if not key_var:
-            uri = _uri_from_arm(arm, config, creds, cloud, authority, settings) or uri
+            uri = _uri_from_arm(arm, config, creds, cloud, aad, settings) or uri
 
     # 3. The client: Shared Key when a key is known (even with useAAD), else Azure AD.
     key = creds.get("AZURE_STORAGE_KEY", "")
@@ -205,7 +213,7 @@ def open_store(settings: StoreSettings) -> ObjectStore:
             raise ConfigError("the storage account access key is not valid base64") from None
         credential = {"account_name": account, "account_key": key}
     else:
-        credential = aad_credential(creds, authority, settings)
+        credential = aad()
     service = BlobServiceClient(
         account_url=uri,
         credential=credential,
@@ -289,8 +297,7 @@ def aad_credential(creds: Mapping[str, str], authority: str, settings: StoreSett
                 raise ConfigError(
                     f"cannot load the Azure client certificate: {retry.describe(exc)}"
                 ) from None
-        # Velero 1.15.1 removed username/password auth; azure-identity deprecates it.
-        raise ConfigError("AZURE_USERNAME/AZURE_PASSWORD auth is not supported")
+        return _username_password(creds, tenant, client_id, common, settings)
     token_file = os.environ.get("AZURE_FEDERATED_TOKEN_FILE", "")
     if token_file:
         # Workload identity: tenant and client id come from the process env that the AKS
@@ -305,6 +312,47 @@ def aad_credential(creds: Mapping[str, str], authority: str, settings: StoreSett
         k: v for k, v in common.items() if k not in ("authority", "additionally_allowed_tenants")
     }
     return ManagedIdentityCredential(client_id=creds.get("AZURE_CLIENT_ID") or None, **managed)
+
+
+def _username_password(
+    creds: Mapping[str, str],
+    tenant: str,
+    client_id: str,
+    common: dict[str, Any],
+    settings: StoreSettings,
+) -> Any:
+    """Velero 1.15 and 1.16 sign in as a user (ROPC); 1.17.0 removed it, so a file that
+    still holds AZURE_USERNAME fails there ("incomplete credential configuration")."""
+    from azure.identity import UsernamePasswordCredential
+
+    profile = settings.profile
+    if not profile.azure_username_password:
+        raise ConfigError(
+            f"AZURE_USERNAME/AZURE_PASSWORD credentials are not supported by Velero "
+            f"{profile.name} (removed in Velero 1.17); use a client secret, a client "
+            "certificate or workload identity"
+        )
+    password = creds.get("AZURE_PASSWORD", "")
+    if not password:
+        raise ConfigError("AZURE_PASSWORD is required in the credentials file with AZURE_USERNAME")
+    message = (
+        f"Azure AZURE_USERNAME/AZURE_PASSWORD credentials are deprecated: Velero 1.17 "
+        f"removed them (this run follows Velero {profile.name}); switch to a client secret "
+        "or workload identity"
+    )
+    log.warning(message)
+    settings.warn(message)
+    with warnings.catch_warnings():
+        # azure-identity deprecates the credential (no MFA); the warning above says so
+        # in the user's terms, once per location instead of once per process.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"UsernamePasswordCredential is deprecated",
+            category=DeprecationWarning,
+        )
+        return UsernamePasswordCredential(
+            client_id, creds["AZURE_USERNAME"], password, tenant_id=tenant, **common
+        )
 
 
 def _cloud(name: str) -> Cloud:
@@ -326,7 +374,7 @@ def _arm_client(
     config: Mapping[str, str],
     creds: Mapping[str, str],
     cloud: Cloud,
-    authority: str,
+    aad: Callable[[], Any],
     settings: StoreSettings,
     *,
     required: bool,
@@ -343,7 +391,7 @@ def _arm_client(
     from azure.mgmt.storage import StorageManagementClient
 
     try:
-        credential = aad_credential(creds, authority, settings)
+        credential = aad()
     except ConfigError:
         if required:
             raise
@@ -392,7 +440,7 @@ def _uri_from_arm(
     config: Mapping[str, str],
     creds: Mapping[str, str],
     cloud: Cloud,
-    authority: str,
+    aad: Callable[[], Any],
     settings: StoreSettings,
 ) -> str | None:
     """The account's primary blob endpoint from ARM, or None to fall back to the default
@@ -401,7 +449,7 @@ def _uri_from_arm(
     if not group:
         return None
     if arm is None:
-        arm = _arm_client(config, creds, cloud, authority, settings, required=False)
+        arm = _arm_client(config, creds, cloud, aad, settings, required=False)
         if arm is None:
             return None
     account = config["storageAccount"]

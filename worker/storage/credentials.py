@@ -36,19 +36,19 @@ def write_credentials_file(data: bytes, directory: Path, name: str, key: str) ->
     return path
 
 
-def ca_bundle(ca_cert_pem: bytes, directory: Path) -> Path:
+def ca_bundle(ca_cert_pem: bytes, directory: Path, *, source: str = "objectStorage.caCert") -> Path:
     """Write a CA bundle: certifi's CAs, the system default CA file, then ``ca_cert_pem``.
 
     The SDKs' ``verify=<path>`` replaces their default trust store, while Velero appends
-    ``caCert`` to the system pool; concatenating keeps both. Raises ConfigError when the
-    PEM holds no certificate.
+    ``caCert`` to the system pool; concatenating keeps both. Raises ConfigError naming
+    ``source`` (the field the PEM came from) when the PEM holds no certificate.
     """
     try:
         certs = x509.load_pem_x509_certificates(ca_cert_pem)
     except ValueError as exc:
-        raise ConfigError(f"objectStorage.caCert is not a valid PEM certificate: {exc}") from None
+        raise ConfigError(f"{source} is not a valid PEM certificate: {exc}") from None
     if not certs:
-        raise ConfigError("objectStorage.caCert holds no PEM certificate")
+        raise ConfigError(f"{source} holds no PEM certificate")
 
     parts = [Path(certifi.where()).read_bytes()]
     system = ssl.get_default_verify_paths().cafile

@@ -37,6 +37,8 @@ CONFIG_KEYS = frozenset(
     {"credentialsFile", "serviceAccount", "kmsKeyName", "storeEndpoint", "universeDomain"}
 )
 
+_JSON_API_PATH = "/storage/v1"
+
 # storage.ScopeReadWrite, as the plugin asks for (it also writes backups).
 READ_WRITE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 
@@ -156,8 +158,7 @@ def open_store(settings: StoreSettings) -> ObjectStore:
     client_options: dict[str, str] = {}
     endpoint = config.get("storeEndpoint", "")
     if endpoint:
-        # The Python client wants a scheme in api_endpoint; the plugin's docs show a bare host.
-        client_options["api_endpoint"] = endpoint if "://" in endpoint else f"https://{endpoint}"
+        client_options["api_endpoint"] = api_endpoint(endpoint)
     if config.get("universeDomain"):
         client_options["universe_domain"] = config["universeDomain"]
     what = f"open gs://{settings.bucket}"
@@ -182,6 +183,19 @@ def open_store(settings: StoreSettings) -> ObjectStore:
     # read-only identity may lack. Nothing here uses them.
     client._bucket_metadata_cache = None
     return GCSStore(client, [session, auth_session], settings)
+
+
+def api_endpoint(store_endpoint: str) -> str:
+    """The Python client's ``api_endpoint`` for the plugin's ``storeEndpoint``.
+
+    The Go client uses a value with ``://`` verbatim as its JSON API base, so the working
+    full form is ``https://host/storage/v1/``; the Python client appends ``/storage/v1``
+    itself, so that suffix is dropped (kept, it doubled every path). A bare
+    ``host[:port]``, as in the plugin's docs, is an authority reached over https.
+    """
+    url = store_endpoint if "://" in store_endpoint else f"https://{store_endpoint}"
+    base = url.rstrip("/")
+    return base.removesuffix(_JSON_API_PATH).rstrip("/")
 
 
 def _credentials(settings: StoreSettings) -> tuple[Any, str | None]:

@@ -1,21 +1,43 @@
 """From a BackupStorageLocation's spec to an open BackupStore (Velero's backup-store getter):
-provider, bucket and prefix, ``spec.config``, ``spec.credential`` and ``objectStorage.caCert``."""
+provider, bucket and prefix, ``spec.config``, ``spec.credential`` and the CA
+(``objectStorage.caCertRef``, ``objectStorage.caCert``, ``spec.config.caCert``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError
+from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.retry import RetryPolicy
-from worker.storage import ObjectStore, StoreSettings, normalize_provider, open_store
+from worker.storage import (
+    ObjectStore,
+    StoreSettings,
+    no_warning,
+    normalize_provider,
+    open_store,
+)
 from worker.storage.credentials import ca_bundle, write_credentials_file
 from worker.storage.layout import BackupStore
 
+log = logging.getLogger(__name__)
+
 ReadSecret = Callable[[str, str], bytes]  # (secret name, key) -> value, in Velero's namespace
+
+# Where the chart mounts the credentials Secret (Velero's own install uses /credentials).
+DEFAULT_CREDENTIALS_DIR = "/credentials"
+
+# Config keys that name a file the provider reads and whose content leaves the pod.
+_FILE_KEYS = ("credentialsFile", "customerKeyEncryptionFile")
+
+# The plugins that read a PEM ``caCert`` from their config (providers.md §2.4, §4.5); the
+# GCP plugin never looks at it.
+_CONFIG_CA_CERT_PROVIDERS = frozenset({"aws", "azure"})
 
 
 def store_settings(
@@ -26,12 +48,19 @@ def store_settings(
     timeout: float,
     max_connections: int,
     retry: RetryPolicy,
+    profile: VeleroProfile = DEFAULT_PROFILE,
+    credentials_dir: str = DEFAULT_CREDENTIALS_DIR,
+    warn: Callable[[str], None] = no_warning,
 ) -> tuple[StoreSettings, str]:
-    """The provider settings and the prefix for a location. Raises ConfigError."""
+    """The provider settings and the prefix for a location. Raises ConfigError.
+
+    ``read_secret`` reads the Velero namespace, which is also the location's. ``warn``
+    receives what the run summary must show (it is logged here too)."""
     spec = location.get("spec") or {}
     provider = spec.get("provider")
     if not provider:
         raise ConfigError("spec.provider is empty")
+    provider = normalize_provider(str(provider))
     storage = spec.get("objectStorage")
     if not isinstance(storage, Mapping):
         raise ConfigError("spec.objectStorage is missing")
@@ -43,17 +72,10 @@ def store_settings(
             f"bucket {bucket!r} must not contain a '/' (put the rest in objectStorage.prefix)"
         )
     prefix = str(storage.get("prefix") or "").strip("/")
-    config = spec.get("config") or {}
-    if not isinstance(config, Mapping):
+    raw_config = spec.get("config") or {}
+    if not isinstance(raw_config, Mapping):
         raise ConfigError("spec.config must be a map of strings")
-
-    bundle: str | None = None
-    if storage.get("caCert"):
-        try:
-            pem = base64.b64decode(str(storage["caCert"]), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigError("objectStorage.caCert is not valid base64") from exc
-        bundle = str(ca_bundle(pem, workdir))
+    config = {str(k): str(v) for k, v in raw_config.items()}
 
     credentials_file: str | None = None
     credential = spec.get("credential")
@@ -61,20 +83,110 @@ def store_settings(
         name, key = str(credential["name"]), str(credential.get("key") or "")
         if not key:
             raise ConfigError(f"spec.credential of secret {name!r} names no key")
+        # Velero overwrites config credentialsFile with the Secret's file: the location's
+        # own value is never read, so it is not checked either, only dropped.
+        config.pop("credentialsFile", None)
         data = read_secret(name, key)
         credentials_file = str(write_credentials_file(data, workdir, name, key))
+    for key in _FILE_KEYS:
+        if key in config:
+            config[key] = _file_inside(key, config[key], credentials_dir)
+
+    def warn_and_log(message: str) -> None:
+        log.warning(message, extra={"location": _name_of(location)})
+        warn(message)
+
+    pem, source = _ca_cert(provider, storage, config, read_secret, profile, warn_and_log)
+    bundle = str(ca_bundle(pem, workdir, source=source)) if pem else None
 
     settings = StoreSettings(
-        provider=normalize_provider(str(provider)),
+        provider=provider,
         bucket=bucket,
-        config={str(k): str(v) for k, v in config.items()},
+        config=config,
         credentials_file=credentials_file,
         ca_bundle=bundle,
         timeout=timeout,
         max_connections=max_connections,
         retry=retry,
+        profile=profile,
+        warn=warn,
     )
     return settings, prefix
+
+
+def _file_inside(key: str, path: str, credentials_dir: str) -> str:
+    """``spec.config.<key>``, a file path, resolved, if it lies inside ``credentials_dir``.
+
+    Whoever may write a BSL could otherwise make the worker read any file of its pod (the
+    ServiceAccount token included) and send it to an endpoint of their choosing: the
+    credentials file signs requests, the SSE-C key file is sent as a header. Velero main
+    drops credentialsFile for the same reason. Both sides are resolved (``..``, symlinks)
+    without opening anything, and the resolved path is what the provider then reads.
+    """
+    folder = os.path.realpath(credentials_dir)
+    resolved = os.path.realpath(path)
+    if resolved == folder or os.path.commonpath([resolved, folder]) != folder:
+        raise ConfigError(
+            f"spec.config.{key} {path!r} is outside the credentials folder "
+            f"{credentials_dir} (after resolving '..' and symlinks): only files mounted "
+            "there may be read; use spec.credential to name a Secret instead"
+        )
+    return resolved
+
+
+def _ca_cert(
+    provider: str,
+    storage: Mapping[str, Any],
+    config: Mapping[str, str],
+    read_secret: ReadSecret,
+    profile: VeleroProfile,
+    warn: Callable[[str], None],
+) -> tuple[bytes | None, str]:
+    """The PEM to trust and the field it came from, in Velero's order: caCertRef (1.18),
+    else objectStorage.caCert (Velero writes it over config caCert), else config caCert for
+    the plugins that read it."""
+    ref = storage.get("caCertRef")
+    inline = storage.get("caCert")
+    if ref is not None:
+        if not profile.honours_ca_cert_ref:
+            warn(
+                f"objectStorage.caCertRef is ignored: Velero {profile.name} does not know "
+                "the field (it came with Velero 1.18); use objectStorage.caCert"
+            )
+        elif inline:
+            # Velero 1.18's BackupStorageLocation.Validate.
+            raise ConfigError(
+                "cannot specify both caCert and caCertRef in objectStorage; "
+                "remove objectStorage.caCert"
+            )
+        else:
+            return _ca_cert_from_secret(ref, read_secret), "objectStorage.caCertRef"
+    if inline:
+        try:
+            return base64.b64decode(str(inline), validate=True), "objectStorage.caCert"
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("objectStorage.caCert is not valid base64") from exc
+    if provider in _CONFIG_CA_CERT_PROVIDERS and config.get("caCert"):
+        return config["caCert"].encode(), "spec.config.caCert"
+    return None, ""
+
+
+def _ca_cert_from_secret(ref: Any, read_secret: ReadSecret) -> bytes:
+    if not isinstance(ref, Mapping):
+        raise ConfigError("objectStorage.caCertRef must be a Secret key selector {name, key}")
+    name, key = str(ref.get("name") or ""), str(ref.get("key") or "")
+    if not name:
+        raise ConfigError("objectStorage.caCertRef names no Secret (name is empty)")
+    if not key:
+        raise ConfigError(f"objectStorage.caCertRef of secret {name!r} names no key")
+    try:
+        return read_secret(name, key)
+    except ConfigError as exc:
+        raise ConfigError(f"objectStorage.caCertRef: {exc}") from None
+
+
+def _name_of(location: Mapping[str, Any]) -> str:
+    return str((location.get("metadata") or {}).get("name") or "")
 
 
 def open_backup_store(settings: StoreSettings, prefix: str) -> tuple[BackupStore, ObjectStore]:

@@ -2,19 +2,22 @@
 
 Mirrors velero-plugin-for-aws v1.11.1 ``Init``: the same config keys and validation, the
 credentials file used as both shared credentials and shared config, region auto-detection
-by an unsigned HeadBucket, ``s3Url``/``s3ForcePathStyle``/``insecureSkipTLSVerify`` and the
-SSE-C customer key. Retries live in ``worker.retry``; botocore's own are switched off.
+by an unsigned HeadBucket, ``s3Url``/``s3ForcePathStyle``/``insecureSkipTLSVerify``, the
+SSE-C customer key, and the Go SDK's choice between virtual-hosted and path-style requests.
+Retries live in ``worker.retry``; botocore's own are switched off.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import platform
+import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import botocore
 import botocore.session
@@ -57,6 +60,7 @@ _CHECKSUM_ALGORITHMS = frozenset({"", "CRC32", "CRC32C", "SHA1", "SHA256"})
 _SSE_C_KEY_BYTES = 32
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _READ_CHUNK = 64 * 1024
+_HOST_LABEL = re.compile(r"[0-9a-z-]+")
 USER_AGENT = (
     f"backup-sync/{__version__} botocore/{botocore.__version__} Python/{platform.python_version()}"
 )
@@ -175,7 +179,9 @@ def open_store(settings: StoreSettings) -> ObjectStore:
         verify = settings.ca_bundle
 
     session = _session(settings)
-    addressing = {"addressing_style": "path"} if path_style else None
+    # Always explicit: botocore's own default is path style for every custom endpoint.
+    style = addressing_style(s3_url or None, settings.bucket, force_path_style=path_style)
+    addressing: dict[str, str] = {"addressing_style": style}
 
     region = config.get("region", "")
     if not region and not s3_url:
@@ -198,6 +204,60 @@ def open_store(settings: StoreSettings) -> ObjectStore:
     except BotoCoreError as exc:  # no network here: configuration trouble
         raise ConfigError(f"cannot configure the S3 client: {retry.describe(exc)}") from None
     return S3Store(client, settings.bucket, settings, sse_c_key)
+
+
+def addressing_style(
+    endpoint: str | None, bucket: str, *, force_path_style: bool
+) -> Literal["virtual", "path"]:
+    """``"virtual"`` or ``"path"``: the choice aws-sdk-go-v2 (the plugin's SDK) makes for
+    ``endpoint`` (``s3Url``; None for AWS's own endpoints).
+
+    The S3 endpoint rules (service/s3 ``endpoints.go``, identical in v1.48.0 of the Velero
+    1.15 line and v1.101.0 of plugin v1.14), for a bucket that is no ARN:
+    ``s3ForcePathStyle`` means path; a bucket that is one DNS label of 3 to 63 lowercase
+    characters is virtual-hosted unless the endpoint host is an IP literal; over plain
+    http a bucket of such labels joined by dots is virtual-hosted too (no IP check on
+    that branch); everything else is path style. botocore instead uses path style for
+    any custom endpoint, which stores such as Alibaba OSS and Tencent COS refuse.
+
+    botocore's copy of the same rules then builds the URL. It differs only for bucket
+    names that S3 forbids anyway (a label that starts or ends with ``-``: the SDK
+    virtual-hosts them, botocore falls back to path style).
+    """
+    if force_path_style:
+        return "path"
+    if _virtual_hostable(bucket, allow_dots=False):
+        if endpoint is not None and _host_is_ip(endpoint):
+            return "path"
+        return "virtual"
+    over_http = endpoint is not None and urllib.parse.urlsplit(endpoint).scheme == "http"
+    if over_http and _virtual_hostable(bucket, allow_dots=True):
+        return "virtual"
+    return "path"
+
+
+def _virtual_hostable(bucket: str, *, allow_dots: bool) -> bool:
+    """aws-sdk-go-v2 ``awsrulesfn.IsVirtualHostableS3Bucket``: not an IP address, and each
+    label 3 to 63 of [0-9a-z-] (hyphens anywhere, unlike RFC 1123)."""
+    if _is_ip(bucket):
+        return False
+    labels = bucket.split(".") if allow_dots else [bucket]
+    return all(3 <= len(label) <= 63 and _HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _host_is_ip(endpoint: str) -> bool:
+    """smithy-go ``rulesfn.ParseURL`` ``IsIp``: the host, without an IPv6 zone, parses as
+    an IP address."""
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    return _is_ip(host.split("%", 1)[0])
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _static_checks(config: Mapping[str, str]) -> bytes | None:
@@ -314,7 +374,7 @@ def _ignore_env_web_identity(session: Any) -> None:
         provider._disable_env_vars = True
 
 
-def _client_config(settings: StoreSettings, addressing: dict[str, str] | None) -> Config:
+def _client_config(settings: StoreSettings, addressing: dict[str, str]) -> Config:
     return Config(
         connect_timeout=settings.timeout,
         read_timeout=settings.timeout,
@@ -332,7 +392,7 @@ def _detect_region(
     session: Any,
     settings: StoreSettings,
     verify: bool | str | None,
-    addressing: dict[str, str] | None,
+    addressing: dict[str, str],
 ) -> str:
     """The bucket's region from an unsigned HeadBucket (aws-sdk-go-v2 GetBucketRegion):
     ``x-amz-bucket-region`` is read from the answer even when the call itself fails."""
