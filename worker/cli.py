@@ -19,6 +19,7 @@ from worker.logs import configure as configure_logging
 from worker.profile import AUTO, parse_version
 from worker.progress import StatusLine
 from worker.progress import factory as progress_factory
+from worker.ratelimit import VELERO_BURST
 from worker.report import EXIT_CONFIG, RunReport
 from worker.retry import RetryPolicy
 from worker.run import run
@@ -123,16 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--kube-qps",
         type=_non_negative_float,
-        default=DEFAULTS.kube_qps,
         metavar="F",
-        help=f"API requests per second, sustained; 0 = unlimited (default: {DEFAULTS.kube_qps:g})",
+        help="API requests per second, sustained; 0 = unlimited (default: unlimited when the "
+        "API server has API Priority and Fairness, which answers 429 with Retry-After when "
+        "busy; else Velero's 100)",
     )
     add(
         "--kube-burst",
         type=_positive_int,
-        default=DEFAULTS.kube_burst,
         metavar="N",
-        help=f"API request burst (default: {DEFAULTS.kube_burst})",
+        help=f"API request burst (default: Velero's {VELERO_BURST})",
     )
     add(
         "--request-timeout",

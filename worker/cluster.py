@@ -22,13 +22,15 @@ from urllib.parse import quote
 
 from worker import retry
 from worker.errors import AlreadyExists, ClusterError, ConfigError, Conflict, NotFound
-from worker.ratelimit import TokenBucket
+from worker.ratelimit import RateLimit, TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
 
 Obj = dict[str, Any]
 T = TypeVar("T")
 
 LIST_PAGE_SIZE = 500
+# Set on every answer of a server with API Priority and Fairness (on since 1.20, GA in 1.29).
+_APF_HEADERS = ("X-Kubernetes-PF-FlowSchema-UID", "X-Kubernetes-PF-PriorityLevel-UID")
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -141,20 +143,22 @@ class KubeCluster:
         self._limiter = limiter
         self._timeout = timeout
         self._policy = policy
+        self.rate_limit: RateLimit | None = None  # set by connect()
 
     @classmethod
     def connect(
         cls,
         kubeconfig: str | None,
         context: str | None,
-        qps: float,
-        burst: int,
+        qps: float | None,
+        burst: int | None,
         timeout: float,
         pool_size: int,
         policy: RetryPolicy,
     ) -> KubeCluster:
         """In-cluster config in a pod (unless a kubeconfig is given), kubeconfig otherwise.
-        Raises ConfigError when neither is usable."""
+        ``qps``/``burst`` None: chosen by worker.ratelimit.choose_rate_limit (one probe of
+        the server). Raises ConfigError when no configuration is usable."""
         import urllib3
         from kubernetes import client, config
 
@@ -179,10 +183,45 @@ class KubeCluster:
         configuration.connection_pool_maxsize = max(4, pool_size)
         # Retries belong to worker.retry; urllib3 must not retry behind its back.
         configuration.retries = urllib3.Retry(total=0, read=False, redirect=0)
-        return cls(client.ApiClient(configuration), TokenBucket(qps, burst), timeout, policy)
+        cluster = cls(client.ApiClient(configuration), TokenBucket(0, 1), timeout, policy)
+        cluster.rate_limit = choose_rate_limit(qps, burst, cluster.priority_and_fairness)
+        cluster._limiter = TokenBucket(cluster.rate_limit.qps, cluster.rate_limit.burst)
+        return cluster
 
     def close(self) -> None:
         self._api.close()
+
+    def priority_and_fairness(self) -> str:
+        """The API Priority and Fairness header the server answers a cheap request with
+        (``/livez/ping``), or "" without APF. Raises ClusterError."""
+        from kubernetes.client.exceptions import ApiException
+
+        def ping() -> Any:
+            request = self._api.param_serialize(
+                method="GET",
+                resource_path="/livez/ping",
+                header_params={"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(*request, _request_timeout=self._timeout)
+            response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            return response
+
+        try:
+            response = retry.call(ping, what="probe /livez/ping", policy=self._policy)
+        except ApiException as exc:
+            raise _translate(exc, "probe /livez/ping") from None
+        except Exception as exc:
+            if retry.is_transient(exc):
+                raise ClusterError(f"probe /livez/ping: {retry.describe(exc)}") from None
+            raise
+        headers = {str(k).lower() for k in (response.getheaders() or {})}
+        for header in _APF_HEADERS:
+            if header.lower() in headers:
+                return header
+        return ""
 
     # -- plumbing -----------------------------------------------------------------------
 

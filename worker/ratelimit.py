@@ -1,10 +1,14 @@
-"""A client-side token bucket towards the API server (client-go's QPS/burst)."""
+"""A client-side token bucket towards the API server (client-go's QPS/burst), and the choice
+of the limit in force."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.errors import ClusterError
 
 
 class TokenBucket:
@@ -39,3 +43,55 @@ class TokenBucket:
             wait = -self._tokens / self._qps if self._tokens < 0 else 0.0
         if wait > 0:
             self._sleep(wait)
+
+
+# Velero's own client limits (its server's --client-qps / --client-burst defaults).
+VELERO_QPS = 100.0
+VELERO_BURST = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """The client-side limit in force towards the API server, and why."""
+
+    qps: float  # <= 0: none
+    burst: int
+    why: str
+
+    def text(self) -> str:
+        if self.qps <= 0:
+            return f"unlimited ({self.why})"
+        return f"{self.qps:g} QPS, burst {self.burst} ({self.why})"
+
+
+def choose_rate_limit(
+    qps: float | None, burst: int | None, priority_and_fairness: Callable[[], str]
+) -> RateLimit:
+    """Explicit ``--kube-qps``/``--kube-burst`` win. Otherwise the server decides, as
+    client-go's consumers now do (controller-runtime, Flux, cert-manager): with API Priority
+    and Fairness (``priority_and_fairness()`` names the header it answered with) it protects
+    itself and answers 429 with Retry-After, which worker.retry honours, so no client-side
+    limit; without it, or when that cannot be known (ClusterError), Velero's own 100/100."""
+    burst_value = VELERO_BURST if burst is None else burst
+    if qps is not None:
+        return RateLimit(qps, burst_value, "--kube-qps/--kube-burst")
+    try:
+        header = priority_and_fairness()
+    except ClusterError as exc:
+        return RateLimit(
+            VELERO_QPS,
+            burst_value,
+            f"Velero's limits: cannot probe for API Priority and Fairness: {exc}",
+        )
+    if header:
+        return RateLimit(
+            0.0,
+            burst_value,
+            f"the API server has API Priority and Fairness ({header} on /livez/ping) and "
+            "answers 429 with Retry-After when busy",
+        )
+    return RateLimit(
+        VELERO_QPS,
+        burst_value,
+        "Velero's limits: no API Priority and Fairness headers on /livez/ping",
+    )

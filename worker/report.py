@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
+from worker.ratelimit import RateLimit
 
 EXIT_OK = 0
 EXIT_LOCATION_FAILED = 1
@@ -150,6 +151,7 @@ class RunReport:
     error_exit_code: int = EXIT_OK
     seconds: float = 0.0
     profile: VeleroProfile = DEFAULT_PROFILE  # the Velero version this run syncs like
+    rate_limit: RateLimit | None = None  # towards the API server; None: not connected here
 
     @property
     def exit_code(self) -> int:
@@ -180,6 +182,13 @@ class RunReport:
             "exitCode": self.exit_code,
             "error": self.error,
             "veleroProfile": {"version": self.profile.name, "source": self.profile.source},
+            "apiRateLimit": None
+            if self.rate_limit is None
+            else {
+                "qps": self.rate_limit.qps,
+                "burst": self.rate_limit.burst,
+                "why": self.rate_limit.why,
+            },
             "seconds": round(self.seconds, 3),
             "locations": [loc.as_dict() for loc in self.locations],
         }
@@ -192,6 +201,8 @@ class RunReport:
             f"backup-sync summary for namespace {self.namespace}{mode}",
             f"Velero {self.profile.name} profile ({self.profile.source})",
         ]
+        if self.rate_limit is not None:
+            lines.append(f"API rate limit: {self.rate_limit.text()}")
         if self.error:
             lines.append(f"run failed: {self.error}")
         if not self.locations and not self.error:

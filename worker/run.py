@@ -105,6 +105,9 @@ def run(
                 policy=settings.retry,
             )
             cluster = owned
+            report.rate_limit = owned.rate_limit
+            if owned.rate_limit is not None:
+                log.info("API rate limit", extra={"limit": owned.rate_limit.text()})
         _run_locations(settings, cluster, report, open_store, now, progress, shutdown)
     except ConfigError as exc:
         report.error, report.error_exit_code = str(exc), EXIT_CONFIG

@@ -94,8 +94,10 @@ class Settings:
     force: bool = False
     dry_run: bool = False
     concurrency: int = 16
-    kube_qps: float = 50.0
-    kube_burst: int = 100
+    # None: no client-side limit when the API server has API Priority and Fairness, else
+    # Velero's 100/100 (worker.ratelimit.choose_rate_limit).
+    kube_qps: float | None = None
+    kube_burst: int | None = None
     request_timeout: float = 30.0
     retry: RetryPolicy = field(default=DEFAULT_POLICY)
     log_level: str = "info"

@@ -73,8 +73,8 @@ def test_defaults(rec: Recorder) -> None:
     assert s.force is False
     assert s.dry_run is False
     assert s.concurrency == 16
-    assert s.kube_qps == 50.0
-    assert s.kube_burst == 100
+    assert s.kube_qps is None  # chosen at connect: none with APF, else Velero's 100/100
+    assert s.kube_burst is None
     assert s.log_level == "info"
     assert s.log_format == "text"
     assert rec.logging == [("info", "text")]

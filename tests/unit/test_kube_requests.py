@@ -50,6 +50,7 @@ class FakeApiServer:
 
     def __init__(self, *answers: tuple[int, Obj]) -> None:
         self.answers = list(answers)
+        self.headers: dict[str, str] = {}  # on every answer
         self.requests: list[tuple[str, str, dict[str, str], list[tuple[str, str]], Any]] = []
 
     def call_api(
@@ -58,7 +59,9 @@ class FakeApiServer:
         parts = urlsplit(url)
         self.requests.append((method, parts.path, dict(headers), parse_qsl(parts.query), body))
         status, answer = self.answers.pop(0)
-        return _Response(status, answer)
+        response = _Response(status, answer)
+        response.response.headers = dict(self.headers)
+        return response
 
 
 def kube(server: FakeApiServer) -> KubeCluster:
@@ -168,3 +171,14 @@ def test_connect_without_any_config_is_a_config_error(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError):
         KubeCluster.connect(str(tmp_path / "missing"), None, 5, 10, 5.0, 8, RetryPolicy())
+
+
+def test_the_priority_and_fairness_probe_reads_the_headers_of_livez_ping() -> None:
+    server = FakeApiServer((200, {}))
+    server.headers = {"X-Kubernetes-PF-FlowSchema-UID": "uid-1"}
+    assert kube(server).priority_and_fairness() == "X-Kubernetes-PF-FlowSchema-UID"
+    assert server.requests[0][:2] == ("GET", "/livez/ping")
+
+
+def test_no_priority_and_fairness_headers() -> None:
+    assert kube(FakeApiServer((200, {}))).priority_and_fairness() == ""

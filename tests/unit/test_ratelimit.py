@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from worker.ratelimit import TokenBucket
+from worker.errors import ClusterError
+from worker.ratelimit import VELERO_BURST, VELERO_QPS, TokenBucket, choose_rate_limit
 
 
 class FakeTime:
@@ -111,3 +112,48 @@ def test_burst_below_one_is_one() -> None:
     assert t.sleeps == []
     b.acquire()
     assert t.sleeps == pytest.approx([0.1])
+
+
+# -- which limit: explicit flags, else none with API Priority and Fairness, else Velero's -------
+
+
+def test_explicit_flags_win_and_nothing_is_probed() -> None:
+    def probe() -> str:
+        raise AssertionError("no probe with explicit flags")
+
+    limit = choose_rate_limit(50.0, 80, probe)
+    assert (limit.qps, limit.burst) == (50.0, 80)
+    assert "--kube-qps" in limit.why
+
+
+def test_with_priority_and_fairness_there_is_no_client_side_limit() -> None:
+    limit = choose_rate_limit(None, None, lambda: "X-Kubernetes-PF-FlowSchema-UID")
+    assert limit.qps == 0
+    assert "API Priority and Fairness" in limit.why
+    assert "X-Kubernetes-PF-FlowSchema-UID" in limit.why
+
+
+def test_without_priority_and_fairness_velero_s_own_limits() -> None:
+    limit = choose_rate_limit(None, None, lambda: "")
+    assert (limit.qps, limit.burst) == (VELERO_QPS, VELERO_BURST) == (100.0, 100)
+    assert "no API Priority and Fairness" in limit.why
+
+
+def test_a_failed_probe_means_velero_s_own_limits() -> None:
+    def probe() -> str:
+        raise ClusterError("get /livez/ping: 403 Forbidden", 403)
+
+    limit = choose_rate_limit(None, None, probe)
+    assert (limit.qps, limit.burst) == (100.0, 100)
+    assert "403" in limit.why
+
+
+def test_an_explicit_burst_alone_keeps_the_automatic_qps() -> None:
+    limit = choose_rate_limit(None, 7, lambda: "")
+    assert (limit.qps, limit.burst) == (100.0, 7)
+
+
+def test_an_explicit_qps_alone_takes_velero_s_burst() -> None:
+    limit = choose_rate_limit(0.0, None, lambda: "")
+    assert (limit.qps, limit.burst) == (0.0, 100)
+    assert "unlimited" in limit.text()
