@@ -29,7 +29,7 @@ CONTAINER = "backup-sync"
 # The API server the tests run: helm renders for it (.Capabilities.KubeVersion).
 KUBE_VERSION = read_versions()["KUBERNETES_VERSION"]
 
-# The Role's rules, exactly: the calls the worker makes in the Velero namespace.
+# The Role's rules that every release has: the calls the worker makes in the Velero namespace.
 ROLE_RULES: list[Obj] = [
     {
         "apiGroups": ["velero.io"],
@@ -50,7 +50,15 @@ ROLE_RULES: list[Obj] = [
     {"apiGroups": ["velero.io"], "resources": ["schedules"], "verbs": ["get"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
 ]
-# With EnableCSI only, cluster-wide.
+# With EnableCSI only, in the Role: an orphan's VolumeSnapshots, in the Velero namespace.
+CSI_ROLE_RULES: list[Obj] = [
+    {
+        "apiGroups": ["snapshot.storage.k8s.io"],
+        "resources": ["volumesnapshots"],
+        "verbs": ["list", "delete"],
+    },
+]
+# With EnableCSI only, cluster-wide (the ClusterRole).
 CSI_RULES: list[Obj] = [
     {
         "apiGroups": ["snapshot.storage.k8s.io"],
@@ -60,14 +68,24 @@ CSI_RULES: list[Obj] = [
     {
         "apiGroups": ["snapshot.storage.k8s.io"],
         "resources": ["volumesnapshotcontents"],
-        "verbs": ["create", "deletecollection"],
+        "verbs": ["create", "list", "delete"],
     },
     {
         "apiGroups": ["snapshot.storage.k8s.io"],
         "resources": ["volumesnapshots"],
-        "verbs": ["list", "delete"],
+        "verbs": ["get"],
     },
 ]
+
+
+def deployment_rule(name: str = "velero") -> Obj:
+    """With veleroVersion auto only: read the one Velero server Deployment."""
+    return {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "resourceNames": [name],
+        "verbs": ["get"],
+    }
 
 
 def secrets_rule(names: Sequence[str]) -> Obj:
@@ -77,6 +95,18 @@ def secrets_rule(names: Sequence[str]) -> Obj:
         "resourceNames": list(names),
         "verbs": ["get"],
     }
+
+
+def role_rules(
+    *, auto: bool = True, deployment: str = "velero", csi: bool = False, secrets: Sequence[str] = ()
+) -> list[Obj]:
+    """The Role's rules, exactly, in the order the chart renders them."""
+    return [
+        *ROLE_RULES,
+        *([deployment_rule(deployment)] if auto else []),
+        *(CSI_ROLE_RULES if csi else []),
+        *([secrets_rule(secrets)] if secrets else []),
+    ]
 
 
 # Non-default values sets every render/lint/server-side test runs with (besides defaults).
@@ -111,6 +141,9 @@ VALUE_SETS: dict[str, Obj] = {
         "podLabels": {"azure.workload.identity/use": "true"},
     },
     "locations": {"locations": ["default", "secondary"], "defaultBackupSyncPeriod": "30s"},
+    # An explicit Velero version: no Deployment is read, and the Role has no rule for it.
+    "velero-version": {"veleroVersion": "1.18.3"},
+    "velero-deployment": {"veleroDeployment": "velero-server"},
     "everything": {
         "image": {
             "repository": "registry.example.com/platform/backup-sync",
@@ -144,6 +177,8 @@ VALUE_SETS: dict[str, Obj] = {
         "pushgatewayUrl": "http://pushgateway.monitoring.svc:9091",
         "logFormat": "json",
         "logLevel": "debug",
+        "veleroVersion": "v1.17",
+        "veleroDeployment": "velero-server",
         "extraArgs": ["--force"],
         "extraEnv": [
             {"name": "AWS_REGION", "value": "eu-central-1"},

@@ -226,6 +226,39 @@ def _delete_cluster_objects(cp: ControlPlane, backups: list[str]) -> None:
         )
 
 
+def _add_bound_snapshot(
+    env: SyncEnv, backup: str, namespace: str, snapshot: str, content: str
+) -> None:
+    """A VolumeSnapshot and the VolumeSnapshotContent bound to it, both labelled with
+    ``backup``."""
+    labels = {"velero.io/backup-name": backup}
+    env.ok(
+        "POST",
+        f"{SNAPSHOTS}/namespaces/{namespace}/volumesnapshots",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": snapshot, "labels": labels},
+            "spec": {"source": {"volumeSnapshotContentName": content}},
+        },
+    )
+    env.ok(
+        "POST",
+        f"{SNAPSHOTS}/volumesnapshotcontents",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": content, "labels": labels},
+            "spec": {
+                "deletionPolicy": "Retain",
+                "driver": "ebs.csi.aws.com",
+                "source": {"snapshotHandle": f"snap-{snapshot}"},
+                "volumeSnapshotRef": {"name": snapshot, "namespace": namespace},
+            },
+        },
+    )
+
+
 def test_helm_install_then_the_manual_run_syncs_as_the_service_account(
     control_plane: ControlPlane,
     install: Any,
@@ -249,34 +282,16 @@ def test_helm_install_then_the_manual_run_syncs_as_the_service_account(
         SeedBackup(manual),
     )
     env.seed(SeedBackup(second, pod_volume_backups=1), prefix="second")
-    # An orphan: in the cluster, labelled for "default", gone from the bucket; with a
-    # VolumeSnapshot in another namespace and a VolumeSnapshotContent.
+    # An orphan: in the cluster, labelled for "default", gone from the bucket. Its
+    # VolumeSnapshot in the Velero namespace and the content bound to it go with it; one a
+    # restore put into another namespace (same label) and its content are the application's
+    # data, and stay.
     env.add_backup(gone, "default", "Completed")
-    env.ok(
-        "POST",
-        f"{SNAPSHOTS}/namespaces/{other_namespace}/volumesnapshots",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "vs-gone", "labels": {"velero.io/backup-name": gone}},
-            "spec": {"source": {"volumeSnapshotContentName": f"snapcontent-{gone}"}},
-        },
-    )
-    env.ok(
-        "POST",
-        f"{SNAPSHOTS}/volumesnapshotcontents",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotContent",
-            "metadata": {"name": f"snapcontent-{gone}", "labels": {"velero.io/backup-name": gone}},
-            "spec": {
-                "deletionPolicy": "Retain",
-                "driver": "ebs.csi.aws.com",
-                "source": {"snapshotHandle": "snap-gone"},
-                "volumeSnapshotRef": {"name": "vs-gone", "namespace": other_namespace},
-            },
-        },
-    )
+    for namespace, snapshot, content in (
+        (velero_namespace, "vs-gone", f"snapcontent-{gone}"),
+        (other_namespace, "vs-restored", f"snapcontent-{gone}-restored"),
+    ):
+        _add_bound_snapshot(env, gone, namespace, snapshot, content)
     # A Secret the worker must not need (and cannot read: see test_rbac.py).
     env.ok(
         "POST",
@@ -301,6 +316,10 @@ def test_helm_install_then_the_manual_run_syncs_as_the_service_account(
         result = release.run_pod(job, moto.env())
 
         assert result.code == 0, result.stderr[-4000:]
+        # veleroVersion auto: the Role let it look (no such Deployment here, so 1.15).
+        assert result.summary()["veleroProfile"]["source"].startswith(
+            f"auto: no Deployment {velero_namespace}/velero;"
+        ), result.summary()["veleroProfile"]
         default = result.location("default")
         assert (default["outcome"], default["created"], default["podVolumeBackupsCreated"]) == (
             "synced",
@@ -320,11 +339,16 @@ def test_helm_install_then_the_manual_run_syncs_as_the_service_account(
         contents = env.list_cluster("volumesnapshotcontents")
         assert {f"snapcontent-{daily}-0", f"snapcontent-{daily}-1"} <= set(contents)
         assert f"snapcontent-{gone}" not in contents
+        assert f"snapcontent-{gone}-restored" in contents
         assert "csi-snapclass" in env.list_cluster("volumesnapshotclasses")
-        status, _ = control_plane.request(
-            "GET", f"{SNAPSHOTS}/namespaces/{other_namespace}/volumesnapshots/vs-gone"
-        )
-        assert status == 404
+        for namespace, snapshot, kept in (
+            (velero_namespace, "vs-gone", False),
+            (other_namespace, "vs-restored", True),
+        ):
+            status, _ = control_plane.request(
+                "GET", f"{SNAPSHOTS}/namespaces/{namespace}/volumesnapshots/{snapshot}"
+            )
+            assert status == (200 if kept else 404), (namespace, snapshot)
         for location in ("default", "secondary"):
             assert env.location(location)["status"]["lastSyncedTime"]
         events = env.ok("GET", f"/apis/events.k8s.io/v1/namespaces/{velero_namespace}/events")
@@ -363,6 +387,91 @@ def test_default_values_with_the_velero_namespace_apart(
     assert "default" in result.stdout
     assert len(env.list("backups")) == 1
     assert env.location("default")["status"]["lastSyncedTime"]
+
+
+def _add_velero_deployment(env: SyncEnv, name: str, image: str) -> None:
+    """The Velero server Deployment (no controller runs it here: only its spec is read)."""
+    labels = {"component": "velero"}
+    env.ok(
+        "POST",
+        f"/apis/apps/v1/namespaces/{env.namespace}/deployments",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "velero", "image": image}]},
+                },
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "deployment", "image", "profile"),
+    [
+        ({}, "velero", "velero/velero:v1.17.2", ("1.17.2", "auto: image velero/velero:v1.17.2")),
+        (
+            {"veleroDeployment": "velero-server"},
+            "velero-server",
+            "registry.example.com/velero/velero:v1.16.2",
+            ("1.16.2", "auto: image registry.example.com/velero/velero:v1.16.2"),
+        ),
+        (
+            {"veleroVersion": "1.18.3"},
+            "velero",
+            "velero/velero:v1.17.2",
+            ("1.18.3", "--velero-version"),
+        ),
+    ],
+    ids=["auto", "auto-renamed", "explicit"],
+)
+def test_the_velero_profile_as_the_service_account(
+    control_plane: ControlPlane,
+    install: Any,
+    velero_namespace: str,
+    moto: MotoS3,
+    values: Obj,
+    deployment: str,
+    image: str,
+    profile: tuple[str, str],
+) -> None:
+    """veleroVersion auto reads the named Deployment's image tag with the Role's one `get`;
+    an explicit version reads nothing. From 1.16.2 a location that is not Available is left
+    alone (outcome unavailable, exit 0) and an Available one syncs."""
+    env = SyncEnv(control_plane, velero_namespace, moto)
+    env.add_location("default", default=True)
+    env.add_location("offline", prefix="offline")
+    env.ok(
+        "PATCH",
+        env.path("backupstoragelocations", "default"),
+        {"status": {"phase": "Available"}},
+        content_type="application/merge-patch+json",
+    )
+    env.seed(SeedBackup(f"b-{uuid.uuid4().hex[:6]}"))
+    _add_velero_deployment(env, deployment, image)
+    release = install(
+        {
+            **values,
+            "credentials": {"locationSecrets": ["default-credentials", "offline-credentials"]},
+            "logFormat": "json",
+        },
+        velero_namespace,
+    )
+    result = release.run_pod(release.manual_job(), moto.env())
+    assert result.code == 0, result.stderr[-4000:]
+    found = result.summary()["veleroProfile"]
+    assert found["version"] == profile[0]
+    assert found["source"].startswith(profile[1]), found
+    default = result.location("default")
+    assert (default["outcome"], default["created"]) == ("synced", 1)
+    offline = result.location("offline")
+    assert offline["outcome"] == "unavailable", offline
+    assert "lastSyncedTime" not in (env.location("offline").get("status") or {})
 
 
 def test_status_subresource_variant_as_the_service_account(
@@ -448,6 +557,7 @@ def test_notes_name_the_release_objects(
     ) in release.notes
     assert "SUSPENDED" in release.notes
     assert "with CSI snapshot objects" in release.notes
+    assert f"the way Velero of Deployment {velero_namespace}/velero does" in release.notes
     assert "credentials.locationSecrets is empty" in release.notes
 
 

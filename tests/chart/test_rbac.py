@@ -1,7 +1,9 @@
 """The chart's RBAC, asked of the real API server with SubjectAccessReviews: the worker's
 ServiceAccount can make each call the worker makes, and nothing around them.
 
-Two releases: "full" (EnableCSI, one credential Secret named) and "minimal" (the defaults).
+Four releases: "full" (EnableCSI, one credential Secret named), "minimal" (the defaults:
+veleroVersion auto), "renamed" (auto reading a Deployment of another name) and "pinned" (an
+explicit veleroVersion, so no Deployment is read).
 That the allowed calls are enough for a whole sync is shown by test_cluster.py, which runs
 the worker with the ServiceAccount's token.
 """
@@ -15,7 +17,7 @@ from typing import NamedTuple
 import pytest
 
 from harness.controlplane import ControlPlane
-from tests.chart.chart import Helm, can, service_account_user
+from tests.chart.chart import CSI_RULES, Helm, can, role_rules, service_account_user
 
 pytestmark = pytest.mark.integration
 
@@ -82,13 +84,21 @@ MATRIX: list[Check] = [
     allow("full", "get", f"{V}/schedules", VELERO, "nightly"),
     allow("full", "create", "events.k8s.io/events", VELERO),
     allow("full", "get", "core/secrets", VELERO, "default-credentials"),
+    allow("full", "get", "apps/deployments", VELERO, "velero"),
     allow("full", "create", f"{S}/volumesnapshotclasses", CLUSTER),
     allow("full", "create", f"{S}/volumesnapshotcontents", CLUSTER),
-    allow("full", "deletecollection", f"{S}/volumesnapshotcontents", CLUSTER),
-    allow("full", "list", f"{S}/volumesnapshots", ALL),
-    allow("full", "delete", f"{S}/volumesnapshots", OTHER, "vs-1"),
+    allow("full", "list", f"{S}/volumesnapshotcontents", CLUSTER),
+    allow("full", "delete", f"{S}/volumesnapshotcontents", CLUSTER, "vsc-1"),
+    allow("full", "list", f"{S}/volumesnapshots", VELERO),
+    allow("full", "delete", f"{S}/volumesnapshots", VELERO, "vs-1"),
+    allow("full", "get", f"{S}/volumesnapshots", OTHER, "vs-1"),
+    allow("full", "get", f"{S}/volumesnapshots", VELERO, "vs-1"),
     allow("minimal", "list", f"{V}/backupstoragelocations", VELERO),
     allow("minimal", "create", f"{V}/backups", VELERO),
+    allow("minimal", "get", "apps/deployments", VELERO, "velero"),
+    allow("renamed", "get", "apps/deployments", VELERO, "velero-server"),
+    allow("pinned", "list", f"{V}/backupstoragelocations", VELERO),
+    allow("pinned", "create", f"{V}/backups", VELERO),
     # --- Secrets: only the named credential Secret, only get, only there ---
     deny("full", "get", "core/secrets", VELERO, "unrelated"),
     deny("full", "get", "core/secrets", VELERO, "cloud-credentials"),
@@ -144,7 +154,6 @@ MATRIX: list[Check] = [
     deny("full", "create", "apps/deployments", VELERO),
     deny("full", "patch", "apps/deployments", VELERO, "velero"),
     deny("full", "delete", "apps/deployments", VELERO, "velero"),
-    deny("full", "get", "apps/deployments", VELERO, "velero"),
     deny("full", "create", "apps/deployments", OTHER),
     deny("full", "create", "core/pods", VELERO),
     deny("full", "create", "core/pods/exec", VELERO, "velero-0"),
@@ -168,23 +177,51 @@ MATRIX: list[Check] = [
     deny("full", "create", "core/namespaces", CLUSTER),
     deny("full", "delete", "core/namespaces", CLUSTER, "kube-system"),
     deny("full", "create", "apiextensions.k8s.io/customresourcedefinitions", CLUSTER),
+    # --- the Velero Deployment (veleroVersion auto): get that one, by name, nothing else ---
+    deny("full", "get", "apps/deployments", VELERO, "other-name"),
+    deny("full", "get", "apps/deployments", VELERO),
+    deny("full", "list", "apps/deployments", VELERO),
+    deny("full", "watch", "apps/deployments", VELERO, "velero"),
+    deny("full", "get", "apps/deployments", OTHER, "velero"),
+    deny("full", "list", "apps/deployments", ALL),
+    deny("full", "get", "apps/deployments/scale", VELERO, "velero"),
+    deny("full", "update", "apps/deployments", VELERO, "velero"),
+    deny("full", "get", "apps/replicasets", VELERO),
+    deny("full", "get", "apps/daemonsets", VELERO, "velero"),
+    deny("minimal", "get", "apps/deployments", VELERO, "other-name"),
+    deny("renamed", "get", "apps/deployments", VELERO, "velero"),
+    deny("renamed", "get", "apps/deployments", VELERO),
+    deny("pinned", "get", "apps/deployments", VELERO, "velero"),
+    deny("pinned", "get", "apps/deployments", VELERO),
     # --- CSI: only the calls made, and nothing without EnableCSI ---
     deny("full", "get", f"{S}/volumesnapshotcontents", CLUSTER, "vsc-1"),
-    deny("full", "list", f"{S}/volumesnapshotcontents", CLUSTER),
-    deny("full", "delete", f"{S}/volumesnapshotcontents", CLUSTER, "vsc-1"),
+    deny("full", "watch", f"{S}/volumesnapshotcontents", CLUSTER),
+    deny("full", "deletecollection", f"{S}/volumesnapshotcontents", CLUSTER),
     deny("full", "update", f"{S}/volumesnapshotcontents", CLUSTER, "vsc-1"),
     deny("full", "patch", f"{S}/volumesnapshotcontents", CLUSTER, "vsc-1"),
+    deny("full", "patch", f"{S}/volumesnapshotcontents/status", CLUSTER, "vsc-1"),
     deny("full", "delete", f"{S}/volumesnapshotclasses", CLUSTER, "csi-snapclass"),
-    deny("full", "create", f"{S}/volumesnapshots", OTHER),
-    deny("full", "get", f"{S}/volumesnapshots", OTHER, "vs-1"),
+    deny("full", "list", f"{S}/volumesnapshotclasses", CLUSTER),
+    # VolumeSnapshots outside the Velero namespace: read one by name, never list or delete.
+    deny("full", "delete", f"{S}/volumesnapshots", OTHER, "vs-1"),
+    deny("full", "list", f"{S}/volumesnapshots", OTHER),
+    deny("full", "list", f"{S}/volumesnapshots", ALL),
+    deny("full", "watch", f"{S}/volumesnapshots", ALL),
     deny("full", "deletecollection", f"{S}/volumesnapshots", OTHER),
+    deny("full", "deletecollection", f"{S}/volumesnapshots", VELERO),
+    deny("full", "create", f"{S}/volumesnapshots", OTHER),
+    deny("full", "create", f"{S}/volumesnapshots", VELERO),
+    deny("full", "update", f"{S}/volumesnapshots", VELERO, "vs-1"),
+    deny("full", "patch", f"{S}/volumesnapshots", OTHER, "vs-1"),
     deny("full", "create", "core/persistentvolumes", CLUSTER),
     deny("full", "delete", "core/persistentvolumeclaims", OTHER, "data"),
     deny("minimal", "create", f"{S}/volumesnapshotclasses", CLUSTER),
     deny("minimal", "create", f"{S}/volumesnapshotcontents", CLUSTER),
-    deny("minimal", "deletecollection", f"{S}/volumesnapshotcontents", CLUSTER),
-    deny("minimal", "list", f"{S}/volumesnapshots", ALL),
-    deny("minimal", "delete", f"{S}/volumesnapshots", OTHER, "vs-1"),
+    deny("minimal", "list", f"{S}/volumesnapshotcontents", CLUSTER),
+    deny("minimal", "delete", f"{S}/volumesnapshotcontents", CLUSTER, "vsc-1"),
+    deny("minimal", "list", f"{S}/volumesnapshots", VELERO),
+    deny("minimal", "delete", f"{S}/volumesnapshots", VELERO, "vs-1"),
+    deny("minimal", "get", f"{S}/volumesnapshots", OTHER, "vs-1"),
 ]
 
 RELEASES = {
@@ -193,6 +230,8 @@ RELEASES = {
         "credentials": {"locationSecrets": ["default-credentials"]},
     },
     "minimal": {},
+    "renamed": {"veleroDeployment": "velero-server"},
+    "pinned": {"veleroVersion": "1.17.2"},
 }
 
 
@@ -226,13 +265,17 @@ def test_access(
 
 
 def test_the_matrix_covers_every_rule_of_the_chart() -> None:
-    """Every (resource, verb) the chart grants appears as an allowed check."""
-    from tests.chart.chart import CSI_RULES, ROLE_RULES
-
+    """Every (resource, verb) the "full" release grants appears as an allowed check: the
+    Role's in the Velero namespace, the ClusterRole's outside it; and each release's
+    values are what the matrix says of it."""
     full = [c for c in MATRIX if c.allowed and c.release == "full"]
-    allowed = {(c.resource.replace("core/", "/"), c.verb) for c in full}
-    for rule in [*ROLE_RULES, *CSI_RULES]:
-        for resource in rule["resources"]:
-            for verb in rule["verbs"]:
-                assert (f"{rule['apiGroups'][0]}/{resource}", verb) in allowed
-    assert ("/secrets", "get") in allowed
+    allowed = {(c.resource.replace("core/", "/"), c.verb, c.namespace != VELERO) for c in full}
+    role = role_rules(csi=True, secrets=["default-credentials"])
+    for rules, outside in ((role, False), (CSI_RULES, True)):
+        for rule in rules:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert (f"{rule['apiGroups'][0]}/{resource}", verb, outside) in allowed
+    assert RELEASES["full"]["features"] == ["EnableCSI"]
+    assert RELEASES["renamed"]["veleroDeployment"] == "velero-server"
+    assert RELEASES["pinned"]["veleroVersion"] != "auto"

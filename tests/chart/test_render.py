@@ -15,13 +15,14 @@ from tests.chart.chart import (
     CHART_DIR,
     CSI_RULES,
     REPO_ROOT,
-    ROLE_RULES,
     VALUE_SETS,
     Helm,
     Manifests,
-    secrets_rule,
+    role_rules,
 )
 from worker.cli import build_parser, settings_from
+from worker.errors import ConfigError
+from worker.profile import AUTO, parse_version
 from worker.settings import KNOWN_FEATURES
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,8 @@ VALUE_FLAGS = {
     "massOrphanFloor": "mass_orphan_floor",
     "pushgatewayUrl": "pushgateway_url",
     "shutdownGrace": "shutdown_grace",
+    "veleroVersion": "velero_version",
+    "veleroDeployment": "velero_deployment",
     "logFormat": "log_format",
     "logLevel": "log_level",
 }
@@ -59,6 +62,8 @@ NOT_VALUES = {
     "force": "--force",
     "dry_run": "--dry-run",
     "allow_mass_orphan_deletion": "--allow-mass-orphan-deletion",
+    # The chart mounts the credentials Secret at /credentials, the default.
+    "credentials_dir": "--credentials-dir",
 }
 
 
@@ -227,7 +232,7 @@ def test_long_names_fit_the_cronjob_and_manual_job_limits(helm: Helm) -> None:
 def test_role_has_exactly_the_worker_calls_and_no_secrets_by_default(defaults: Manifests) -> None:
     role = defaults.one("Role")
     assert role["metadata"]["namespace"] == "velero"
-    assert role["rules"] == ROLE_RULES
+    assert role["rules"] == role_rules()
     binding = defaults.one("RoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -243,7 +248,7 @@ def test_role_has_exactly_the_worker_calls_and_no_secrets_by_default(defaults: M
 def test_secrets_are_readable_by_name_only(helm: Helm) -> None:
     rendered = helm.render(VALUE_SETS["credentials-secret"])
     rules = rendered.one("Role")["rules"]
-    assert rules == [*ROLE_RULES, secrets_rule(["default-credentials", "secondary-credentials"])]
+    assert rules == role_rules(secrets=["default-credentials", "secondary-credentials"])
 
 
 def test_csi_cluster_role_only_with_enable_csi(helm: Helm) -> None:
@@ -257,7 +262,22 @@ def test_csi_cluster_role_only_with_enable_csi(helm: Helm) -> None:
         {"kind": "ServiceAccount", "name": "bs-backup-sync", "namespace": "velero"}
     ]
     assert "--features=EnableCSI" in rendered.args
-    assert rendered.one("Role")["rules"] == ROLE_RULES
+    # An orphan's VolumeSnapshots are listed and deleted in the Velero namespace only.
+    assert rendered.one("Role")["rules"] == role_rules(csi=True)
+
+
+def test_auto_velero_version_reads_only_the_named_deployment(helm: Helm) -> None:
+    rendered = helm.render(VALUE_SETS["velero-deployment"])
+    assert rendered.one("Role")["rules"] == role_rules(deployment="velero-server")
+    assert "--velero-version=auto" in rendered.args
+    assert "--velero-deployment=velero-server" in rendered.args
+
+
+@pytest.mark.parametrize("version", ["1.18.3", "1.16", "v1.17.2"])
+def test_an_explicit_velero_version_reads_no_deployment(helm: Helm, version: str) -> None:
+    rendered = helm.render({"veleroVersion": version, "features": ["EnableCSI"]})
+    assert rendered.one("Role")["rules"] == role_rules(auto=False, csi=True)
+    assert f"--velero-version={version}" in rendered.args
 
 
 def test_velero_namespace_apart_from_the_release_namespace(helm: Helm) -> None:
@@ -345,6 +365,8 @@ def test_rendered_args_are_valid_for_the_cli(helm: Helm, name: str) -> None:
     assert settings.mass_orphan_floor == merged["massOrphanFloor"]
     assert settings.pushgateway_url == (merged["pushgatewayUrl"] or None)
     assert settings.shutdown_grace == merged["shutdownGrace"]
+    assert settings.velero_version == merged["veleroVersion"]
+    assert settings.velero_deployment == merged["veleroDeployment"]
     assert (
         rendered.pod_spec["terminationGracePeriodSeconds"]
         == (merged["terminationGracePeriodSeconds"])
@@ -363,6 +385,8 @@ def test_value_defaults_are_the_cli_defaults() -> None:
             cli_default = [f for f in cli_default.split(",") if f]
         if value in ("namespace", "pushgatewayUrl"):
             cli_default = cli_default or ""
+        if value == "veleroVersion":  # no flag: VELERO_VERSION, else auto
+            cli_default = cli_default or AUTO
         assert chart_default == cli_default, (
             f"{value}: chart {chart_default!r}, CLI {cli_default!r}"
         )
@@ -409,6 +433,12 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("/defaultBackupSyncPeriod", {"defaultBackupSyncPeriod": 60}),
     ("/logFormat", {"logFormat": "yaml"}),
     ("/logLevel", {"logLevel": "verbose"}),
+    ("/veleroVersion", {"veleroVersion": "latest"}),
+    ("/veleroVersion", {"veleroVersion": 1.18}),
+    ("/veleroVersion", {"veleroVersion": "1.14.3"}),
+    ("/veleroVersion", {"veleroVersion": "1.19"}),
+    ("/veleroDeployment", {"veleroDeployment": "Velero"}),
+    ("/veleroDeployment", {"veleroDeployment": ""}),
     ("/schedule", {"schedule": "every 5 minutes"}),
     ("/schedule", {"schedule": "TZ=UTC */5 * * * *"}),
     ("/timeZone", {"timeZone": "Mars Standard Time"}),
@@ -450,6 +480,42 @@ def test_schema_rejects_wrong_values(helm: Helm, where: str, values: dict[str, A
     assert proc.returncode != 0, f"accepted {values}"
     assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
     assert f"at '{where}'" in proc.stderr, proc.stderr
+
+
+# Around each bound of the supported range and of the form: the schema accepts exactly what
+# the CLI accepts, so a wrong version fails `helm install`, and a version the worker comes to
+# support fails this test until the schema follows.
+VELERO_VERSIONS = [
+    "auto",
+    "1.15",
+    "1.15.0",
+    "v1.16.2",
+    "1.17.2",
+    "1.18",
+    "1.18.3",
+    "1.18.12",
+    "AUTO",
+    "1.14.9",
+    "1.19",
+    "1.19.0",
+    "2.0",
+    "1",
+    "latest",
+    "v1.18.3-rc.1",
+    "1.18.3.1",
+]
+
+
+@pytest.mark.parametrize("version", VELERO_VERSIONS)
+def test_schema_velero_versions_are_the_cli_versions(helm: Helm, version: str) -> None:
+    try:
+        if version != AUTO:
+            parse_version(version)
+        cli_accepts = True
+    except ConfigError:
+        cli_accepts = False
+    proc = helm.template({"veleroVersion": version}, check=False)
+    assert (proc.returncode == 0) is cli_accepts, proc.stderr
 
 
 @pytest.mark.parametrize(
