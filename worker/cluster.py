@@ -192,15 +192,17 @@ class KubeCluster:
         self._api.close()
 
     def priority_and_fairness(self) -> str:
-        """The API Priority and Fairness header the server answers a cheap request with
-        (``/livez/ping``), or "" without APF. Raises ClusterError."""
+        """The API Priority and Fairness header the server answers a cheap request with, or
+        "" without APF. Raises ClusterError. ``/version``: every authenticated identity may
+        read it (system:public-info-viewer), unlike ``/livez/ping``, which default RBAC
+        denies to ServiceAccounts."""
         from kubernetes.client.exceptions import ApiException
 
         def ping() -> Any:
             request = self._api.param_serialize(
                 method="GET",
-                resource_path="/livez/ping",
-                header_params={"Accept": "text/plain"},
+                resource_path="/version",
+                header_params={"Accept": "application/json"},
                 auth_settings=["BearerToken"],
             )
             response = self._api.call_api(*request, _request_timeout=self._timeout)
@@ -210,12 +212,12 @@ class KubeCluster:
             return response
 
         try:
-            response = retry.call(ping, what="probe /livez/ping", policy=self._policy)
+            response = retry.call(ping, what="probe /version", policy=self._policy)
         except ApiException as exc:
-            raise _translate(exc, "probe /livez/ping") from None
+            raise _translate(exc, "probe /version") from None
         except Exception as exc:
             if retry.is_transient(exc):
-                raise ClusterError(f"probe /livez/ping: {retry.describe(exc)}") from None
+                raise ClusterError(f"probe /version: {retry.describe(exc)}") from None
             raise
         headers = {str(k).lower() for k in (response.getheaders() or {})}
         for header in _APF_HEADERS:

@@ -87,11 +87,11 @@ def choose_rate_limit(
         return RateLimit(
             0.0,
             burst_value,
-            f"the API server has API Priority and Fairness ({header} on /livez/ping) and "
+            f"the API server has API Priority and Fairness ({header} on /version) and "
             "answers 429 with Retry-After when busy",
         )
     return RateLimit(
         VELERO_QPS,
         burst_value,
-        "Velero's limits: no API Priority and Fairness headers on /livez/ping",
+        "Velero's limits: no API Priority and Fairness headers on /version",
     )

@@ -22,10 +22,20 @@ STORAGE_LOCATION_LABEL = "velero.io/storage-location"
 BACKUP_NAME_LABEL = "velero.io/backup-name"
 BACKUP_UID_LABEL = "velero.io/backup-uid"
 
-# On a Backup this worker created while its dependents (pod volume backups, CSI objects) are
-# not all in the cluster yet; removed once they are. A later run completes every marked
-# Backup, so a crash between the two writes loses nothing.
+# Crash safety without a write per backup (docs/operations.md, "The in-progress mark"):
+# - a Backup created with dependents (pod volume backups, CSI objects) carries the id of the
+#   run that created it (RUN_ANNOTATION), set in the create itself;
+# - a run that completes a location stamps its own id on the BackupStorageLocation
+#   (COMPLETE_THROUGH_ANNOTATION) in the same patch as status.lastSyncedTime;
+# - a Backup whose run id is later than its location's stamp was created by a run that did
+#   not finish (killed, interrupted, failed): the next run completes its dependents;
+# - a Backup whose dependents failed carries DEPENDENTS_PENDING_ANNOTATION until a run
+#   completes them (a write only on that failure path).
+RUN_ANNOTATION = "backup-sync.io/run"
+COMPLETE_THROUGH_ANNOTATION = "backup-sync.io/dependents-complete-through"
 DEPENDENTS_PENDING_ANNOTATION = "backup-sync.io/dependents-pending"
+# Only this worker's own writes set these; a bucket's copies are dropped.
+_OWN_ANNOTATIONS = (RUN_ANNOTATION, DEPENDENTS_PENDING_ANNOTATION)
 
 DNS1035_LABEL_MAX = 63
 
@@ -182,8 +192,9 @@ def backup_for_cluster(
         meta["labels"] = labels
     labels[STORAGE_LOCATION_LABEL] = valid_label(location)
     annotations = meta.get("annotations")
-    if isinstance(annotations, dict):  # only this worker's own writes set the mark
-        annotations.pop(DEPENDENTS_PENDING_ANNOTATION, None)
+    if isinstance(annotations, dict):  # only this worker's own writes set them
+        for key in _OWN_ANNOTATIONS:
+            annotations.pop(key, None)
     if phase_of(out) in WAITING_PHASES and not waiting_and_unexpired(out, now):
         _section(out, "status")["phase"] = "PartiallyFailed"
     return out

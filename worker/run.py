@@ -31,7 +31,7 @@ from worker.shutdown import NEVER, Shutdown
 from worker.storage import ObjectStore
 from worker.storage.layout import BackupStore
 from worker.storage.location import ReadSecret, open_backup_store, store_settings
-from worker.sync import SyncOptions, sync_location
+from worker.sync import SyncOptions, new_run_id, sync_location
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ def _run_locations(
         extra={"count": len(locations), "namespace": settings.namespace},
     )
     started = now()
+    run_id = new_run_id(started)
     with tempfile.TemporaryDirectory(prefix="backup-sync-") as workdir:
         for location in order_default_first(selected(locations, settings.locations)):
             loc_report = LocationReport(
@@ -185,6 +186,7 @@ def _run_locations(
                 progress,
                 shutdown,
                 profile,
+                run_id,
             )
             _record_events(settings, cluster, location, loc_report)
 
@@ -223,6 +225,7 @@ def _sync_one(
     progress: ProgressFactory,
     shutdown: Shutdown,
     profile: VeleroProfile,
+    run_id: str,
 ) -> None:
     started = time.monotonic()
     ctx = {"location": report.name}
@@ -266,6 +269,7 @@ def _sync_one(
         progress=progress,
         shutdown=shutdown,
         profile=profile,
+        run_id=run_id,
         guard=MassDeletionGuard(
             share=settings.mass_orphan_share,
             floor=settings.mass_orphan_floor,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from worker import rewrite
@@ -72,6 +73,7 @@ class SyncOptions:
     progress: ProgressFactory = Progress
     shutdown: Shutdown = NEVER
     profile: VeleroProfile = DEFAULT_PROFILE
+    run_id: str = ""  # new_run_id(); "" makes one per location
 
 
 @dataclass(slots=True)
@@ -79,6 +81,7 @@ class BackupOutcome:
     """What happened to one backup; folded into the LocationReport by the caller."""
 
     name: str
+    index: int = 0  # its place in the location's work order
     created: bool = False
     resumed: bool = False
     skipped: str = ""
@@ -86,6 +89,18 @@ class BackupOutcome:
     csi_snapshot_classes: int = 0
     csi_snapshot_contents: int = 0
     errors: list[ItemFailure] = field(default_factory=list)
+    # Its dependents failed and the pending annotation could not be set: the location's
+    # complete-through stamp must not move past this run.
+    blocks_stamp: bool = False
+
+
+_RUN_SEQUENCE = itertools.count()
+
+
+def new_run_id(now: datetime) -> str:
+    """A run id that sorts by start time (then by start order within one process, for
+    clocks that stand still in tests)."""
+    return f"{now.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}-{next(_RUN_SEQUENCE):06d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +111,15 @@ class ClusterBackup:
     location_label: str | None
     phase: str
     uid: str = ""
-    dependents_pending: bool = False  # carries the in-progress mark
+    dependents_pending: bool = False  # its dependents failed: complete them
+    run: str = ""  # the run that created it with dependents (rewrite.RUN_ANNOTATION)
+
+    def pending(self, complete_through: str, this_run: str) -> bool:
+        """Its dependents may be incomplete: they failed, or the run that created it did
+        not finish its location (its id is later than the location's stamp)."""
+        return self.dependents_pending or (
+            bool(self.run) and self.run > complete_through and self.run != this_run
+        )
 
 
 @dataclass(slots=True)
@@ -131,6 +154,9 @@ def sync_location(
     """
     location_name = name_of(location)
     ctx = {"location": location_name}
+    run_id = options.run_id or new_run_id(options.now())
+    annotations = (location.get("metadata") or {}).get("annotations") or {}
+    complete_through = str(annotations.get(rewrite.COMPLETE_THROUGH_ANNOTATION) or "")
 
     existing = _cluster_backups(cluster, options.namespace, ctx)
     in_cluster = {b.name for b in existing} if existing is not None else set()
@@ -145,16 +171,14 @@ def sync_location(
     report.to_sync = len(to_sync)
     if to_sync:
         log.info("backups to sync into the cluster", extra={**ctx, "count": len(to_sync)})
-    # Only this location's marked Backups: another location listing the same name would
+    # Only this location's pending Backups: another location listing the same name would
     # give the dependents the wrong location and read them from the wrong bucket.
-    to_complete = sorted(
-        (
-            b
-            for b in existing or ()
-            if b.dependents_pending and b.location_label == label and b.name in in_store
-        ),
-        key=lambda b: b.name,
-    )
+    pending = [
+        b
+        for b in existing or ()
+        if b.location_label == label and b.pending(complete_through, run_id)
+    ]
+    to_complete = sorted((b for b in pending if b.name in in_store), key=lambda b: b.name)
     if to_complete:
         log.info(
             "backups an earlier run left without all their dependents",
@@ -163,25 +187,102 @@ def sync_location(
 
     total = len(to_sync) + len(to_complete)
     _check_interrupted(options.shutdown, 0, total)
-    syncer = _BackupSyncer(location_name, store, cluster, options)
+    stamps = _Stamps(run_id, total)
+    syncer = _BackupSyncer(location_name, store, cluster, options, stamps, complete_through)
+    # Unknown Backups (the listing failed) may include unfinished ones: no stamp then.
+    if existing is None or not syncer.keep_pending(
+        [b for b in pending if b.name not in in_store and not b.dependents_pending], report
+    ):
+        stamps.hold()
     progress = options.progress(location_name, total)
     done = 0
-    # Marked Backups first: a job killed again and again must not let them pile up.
-    work: Iterator[str | ClusterBackup] = itertools.chain(to_complete, to_sync)
+    # Pending Backups first: a job killed again and again must not let them pile up.
+    items: Iterator[str | ClusterBackup] = itertools.chain(to_complete, to_sync)
+    work = enumerate(items)
     for outcome in bounded_map(syncer.handle, work, options.concurrency, options.shutdown):
         _fold(report, outcome)
+        reached = stamps.finished(outcome.index, outcome.blocks_stamp)
+        if reached is not None:
+            _stamp_batches(cluster, location_name, options.namespace, reached)
         progress.advance()
         done += 1
     progress.finish()
     _check_interrupted(options.shutdown, done, total)
 
     # The status patch comes before the orphan deletions (Velero: after), so that a location
-    # whose patch fails has deleted nothing.
+    # whose patch fails has deleted nothing. It also stamps this whole run as complete for
+    # the location, so that its Backups never need a write of their own to say so.
     stamp = options.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch_last_synced(cluster, location_name, options.namespace, stamp)
+    through = stamps.final()
+    if through is not None and through <= complete_through:
+        through = None
+    patch_last_synced(cluster, location_name, options.namespace, stamp, through)
     report.status_patched = True
 
     _delete_orphans(location_name, existing, in_store, cluster, options, report)
+
+
+# Backups are stamped complete in batches of this many, in work order: a run killed at any
+# point leaves at most the unfinished batches (about 2 * concurrency + BATCH Backups) for
+# the next run to check, for one extra write per BATCH Backups (docs/operations.md).
+STAMP_BATCH = 100
+
+
+class _Stamps:
+    """The run marks of one location's work and the stamps that declare them complete.
+
+    Item ``i`` of the work order carries the mark ``<run id>/<i // STAMP_BATCH>``; once every
+    item of the batches up to ``b`` has finished (and none blocks), the location may be
+    stamped ``<run id>/<b>``; once all have, ``<run id>/~`` (after every batch). A blocked
+    item holds back its batch and every later one."""
+
+    def __init__(self, run_id: str, total: int) -> None:
+        self._run_id = run_id
+        self._total = total
+        self._done: Counter[int] = Counter()
+        self._next = 0  # the lowest batch not yet complete
+        self._held = False
+
+    def mark(self, index: int) -> str:
+        return f"{self._run_id}/{index // STAMP_BATCH:06d}"
+
+    def hold(self) -> None:
+        """No stamp for this run at all."""
+        self._held = True
+
+    def finished(self, index: int, blocks: bool) -> str | None:
+        """Record that item ``index`` finished; a new intermediate stamp, or None."""
+        if self._held:
+            return None
+        if blocks:
+            self._held = True
+            return None
+        self._done[index // STAMP_BATCH] += 1
+        before = self._next
+        while self._next * STAMP_BATCH < self._total and self._done[self._next] == min(
+            STAMP_BATCH, self._total - self._next * STAMP_BATCH
+        ):
+            self._next += 1
+        complete = self._next * STAMP_BATCH >= self._total
+        if self._next == before or complete:
+            return None  # nothing new, or the final stamp (with lastSyncedTime) says it
+        return f"{self._run_id}/{self._next - 1:06d}"
+
+    def final(self) -> str | None:
+        """The stamp for a run that finished its location, or None when held."""
+        return None if self._held else f"{self._run_id}/~"
+
+
+def _stamp_batches(cluster: Cluster, location: str, namespace: str, through: str) -> None:
+    """Best effort: a failed intermediate stamp only leaves more for a later run to check."""
+    patch = {"metadata": {"annotations": {rewrite.COMPLETE_THROUGH_ANNOTATION: through}}}
+    try:
+        cluster.patch_merge(BACKUP_STORAGE_LOCATION, location, namespace, patch)
+    except ClusterError as exc:
+        log.warning(
+            "cannot stamp finished backups complete",
+            extra={"location": location, "error": str(exc)},
+        )
 
 
 def _warn_if_listing_looks_wrong(
@@ -234,6 +335,7 @@ def _summarize(backup: Obj) -> ClusterBackup:
         phase=rewrite.phase_of(backup),
         uid=str(meta.get("uid", "")),
         dependents_pending=rewrite.DEPENDENTS_PENDING_ANNOTATION in annotations,
+        run=str(annotations.get(rewrite.RUN_ANNOTATION) or ""),
     )
 
 
@@ -246,24 +348,34 @@ class _BackupSyncer:
     interrupted run created. ``handle`` never raises."""
 
     def __init__(
-        self, location: str, store: BackupStore, cluster: Cluster, options: SyncOptions
+        self,
+        location: str,
+        store: BackupStore,
+        cluster: Cluster,
+        options: SyncOptions,
+        stamps: _Stamps,
+        complete_through: str,
     ) -> None:
         self._location = location
         self._store = store
         self._cluster = cluster
         self._options = options
+        self._stamps = stamps
+        self._complete_through = complete_through
         self._schedules: dict[str, str | None] = {}
         self._schedules_lock = threading.Lock()
         self._schedule_locks: dict[str, threading.Lock] = {}
 
-    def handle(self, item: str | ClusterBackup) -> BackupOutcome:
-        """A folder name: sync that backup; a marked Backup: complete its dependents."""
+    def handle(self, work: tuple[int, str | ClusterBackup]) -> BackupOutcome:
+        """A folder name: sync that backup; a marked Backup: complete its dependents.
+        ``work`` is the item with its place in the location's work order."""
+        index, item = work
         name = item if isinstance(item, str) else item.name
-        outcome = BackupOutcome(name)
+        outcome = BackupOutcome(name, index=index)
         ctx = {"location": self._location, "backup": name}
         try:
             if isinstance(item, str):
-                self._sync(name, outcome, ctx)
+                self._sync(name, outcome, ctx, self._stamps.mark(index))
             else:
                 self._complete(item, outcome, ctx)
         except Exception as exc:  # a bug must cost one backup, not the run
@@ -274,7 +386,7 @@ class _BackupSyncer:
     def _ref(self, name: str) -> str:
         return f"Backup {self._options.namespace}/{name}"
 
-    def _sync(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
+    def _sync(self, name: str, outcome: BackupOutcome, ctx: dict[str, str], run_mark: str) -> None:
         problem = rewrite.invalid_name(name)
         if problem:  # never read, let alone create, what no Backup can be named
             outcome.errors.append(
@@ -331,7 +443,7 @@ class _BackupSyncer:
             annotations = backup["metadata"].get("annotations")
             if not isinstance(annotations, dict):
                 annotations = backup["metadata"]["annotations"] = {}
-            annotations[rewrite.DEPENDENTS_PENDING_ANNOTATION] = "true"
+            annotations[rewrite.RUN_ANNOTATION] = run_mark
         try:
             created = self._cluster.create(BACKUP, backup)
         except AlreadyExists:
@@ -348,14 +460,16 @@ class _BackupSyncer:
         log.info("synced backup into the cluster", extra=ctx)
         uid = str((created.get("metadata") or {}).get("uid", ""))
         if not dependents.none:
-            self._create_dependents(name, uid, dependents, outcome, ctx)
+            self._create_dependents(name, uid, dependents, outcome, ctx, marked=False)
 
     def _complete(self, backup: ClusterBackup, outcome: BackupOutcome, ctx: dict[str, str]) -> None:
-        """The Backup exists with the mark: an earlier run was stopped (or failed) between
-        creating it and creating its dependents. Create them with its real UID."""
+        """The Backup is pending: an earlier run was stopped (or failed) between creating it
+        and creating all its dependents. Create them with its real UID."""
         log.info("completing the dependents of a backup created by an earlier run", extra=ctx)
         dependents = self._read_dependents(backup.name, outcome, ctx)
-        self._create_dependents(backup.name, backup.uid, dependents, outcome, ctx)
+        self._create_dependents(
+            backup.name, backup.uid, dependents, outcome, ctx, marked=backup.dependents_pending
+        )
         outcome.resumed = not outcome.errors
 
     def _complete_if_marked(
@@ -373,12 +487,15 @@ class _BackupSyncer:
         if existing is None:
             return  # deleted meanwhile
         found = _summarize(existing)
-        if not found.dependents_pending or found.location_label != rewrite.valid_label(
-            self._location
+        # This run's own id counts here: a create of ours whose answer was lost.
+        if not found.pending(self._complete_through, "") or found.location_label != (
+            rewrite.valid_label(self._location)
         ):
-            return  # not marked, or another location's to complete
+            return  # complete, or another location's to complete
         outcome.skipped = ""
-        self._create_dependents(name, found.uid, dependents, outcome, ctx)
+        self._create_dependents(
+            name, found.uid, dependents, outcome, ctx, marked=found.dependents_pending
+        )
         outcome.resumed = not outcome.errors
 
     def _read_dependents(
@@ -416,20 +533,27 @@ class _BackupSyncer:
         dependents: _Dependents,
         outcome: BackupOutcome,
         ctx: dict[str, str],
+        *,
+        marked: bool,
     ) -> None:
-        """Create the dependents, then take the mark off the Backup when all are in."""
+        """Create the dependents. When some fail, the Backup gets the pending annotation (a
+        later run completes it); when all are in, a ``marked`` Backup loses it."""
         self._pod_volume_backups(name, uid, dependents.pod_volume_backups, outcome, ctx)
         if self._options.csi:
             self._csi_objects(dependents, outcome, ctx)
         if outcome.errors:
-            return  # the mark stays; the next run tries again
+            if not marked and not self._mark_pending(name, outcome, ctx):
+                outcome.blocks_stamp = True
+            return
+        if not marked:
+            return  # the location's complete-through stamp says it, no write of its own
         patch = {"metadata": {"annotations": {rewrite.DEPENDENTS_PENDING_ANNOTATION: None}}}
         try:
             self._cluster.patch_merge(BACKUP, name, self._options.namespace, patch)
         except NotFound:
             log.debug("backup deleted before its mark was removed", extra=ctx)
         except ClusterError as exc:
-            log.error("cannot remove the in-progress mark", extra={**ctx, "error": str(exc)})
+            log.error("cannot remove the pending annotation", extra={**ctx, "error": str(exc)})
             outcome.errors.append(
                 ItemFailure(
                     self._ref(name),
@@ -437,6 +561,38 @@ class _BackupSyncer:
                     f"(the next run tries again): {exc}",
                 )
             )
+
+    def _mark_pending(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> bool:
+        """Set the pending annotation; False when that failed (an item error too)."""
+        patch = {"metadata": {"annotations": {rewrite.DEPENDENTS_PENDING_ANNOTATION: "true"}}}
+        try:
+            self._cluster.patch_merge(BACKUP, name, self._options.namespace, patch)
+        except NotFound:
+            log.debug("backup deleted before it could be marked pending", extra=ctx)
+        except ClusterError as exc:
+            log.error("cannot mark the backup pending", extra={**ctx, "error": str(exc)})
+            outcome.errors.append(
+                ItemFailure(
+                    self._ref(name),
+                    f"cannot set annotation {rewrite.DEPENDENTS_PENDING_ANNOTATION} (this run "
+                    f"will not be stamped complete, so the next one completes it): {exc}",
+                )
+            )
+            return False
+        return True
+
+    def keep_pending(self, backups: list[ClusterBackup], report: LocationReport) -> bool:
+        """Backups an unfinished run created whose folders have left the store cannot be
+        completed now; they get the pending annotation so that this run's stamp does not
+        declare them complete. False when one could not be marked."""
+        kept = True
+        for backup in backups:
+            outcome = BackupOutcome(backup.name)
+            ctx = {"location": self._location, "backup": backup.name}
+            if not self._mark_pending(backup.name, outcome, ctx):
+                kept = False
+            report.errors.extend(outcome.errors)
+        return kept
 
     def _owner_references(self, backup: Obj, ctx: dict[str, str]) -> list[Obj]:
         """Keep a Schedule reference when that Schedule exists here with the same UID, or
@@ -718,11 +874,16 @@ def _bound_outside(content: Obj, namespace: str, cluster: Cluster) -> str:
     return f"{ref_ns}/{ref_name}"
 
 
-def patch_last_synced(cluster: Cluster, name: str, namespace: str, stamp: str) -> None:
-    """Merge-patch ``status.lastSyncedTime``. Velero's BSL CRD has no status subresource, so
-    the main resource takes it; when a CRD has one, the server drops the status part of that
-    patch, and the /status subresource gets it instead."""
-    patch = {"status": {"lastSyncedTime": stamp}}
+def patch_last_synced(
+    cluster: Cluster, name: str, namespace: str, stamp: str, complete_through: str | None = None
+) -> None:
+    """Merge-patch ``status.lastSyncedTime`` (and, given ``complete_through``, the run id
+    that the location's Backups are complete through). Velero's BSL CRD has no status
+    subresource, so the main resource takes it; when a CRD has one, the server drops the
+    status part of that patch, and the /status subresource gets it instead."""
+    patch: Obj = {"status": {"lastSyncedTime": stamp}}
+    if complete_through is not None:
+        patch["metadata"] = {"annotations": {rewrite.COMPLETE_THROUGH_ANNOTATION: complete_through}}
     patched = cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch)
     if (patched.get("status") or {}).get("lastSyncedTime") != stamp:
         cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch, subresource="status")

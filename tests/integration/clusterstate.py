@@ -19,9 +19,14 @@ from tests.integration.env import SyncEnv
 
 Obj = dict[str, Any]
 
-# The worker's in-progress mark (the contract in worker/rewrite.py, spelled out here so a
-# renamed constant cannot make these tests agree with it by accident).
+# The worker's crash-safety annotations (the contract in worker/rewrite.py, spelled out here
+# so a renamed constant cannot make these tests agree with it by accident): the pending mark
+# after a failure, the run (and batch) that created a Backup with dependents, and the run
+# (and batch) a location's Backups are complete through.
 MARK = "backup-sync.io/dependents-pending"
+RUN = "backup-sync.io/run"
+COMPLETE_THROUGH = "backup-sync.io/dependents-complete-through"
+RUN_ID = "<run id>"
 BACKUP_UID_LABEL = "velero.io/backup-uid"
 SAME_NAMESPACE_UID = "<uid of the Backup of this name in this namespace>"
 
@@ -32,10 +37,14 @@ def _meta(obj: Obj) -> Obj:
 
 
 def normalized_backup(backup: Obj) -> Obj:
+    """A run id differs from run to run: only its presence counts (``marked`` checks it)."""
     meta = _meta(backup)
+    annotations = dict(meta.get("annotations") or {})
+    if RUN in annotations:
+        annotations[RUN] = RUN_ID
     return {
         "labels": meta.get("labels") or {},
-        "annotations": meta.get("annotations") or {},
+        "annotations": annotations,
         "ownerReferences": meta.get("ownerReferences") or [],
         "finalizers": meta.get("finalizers") or [],
         "spec": backup.get("spec") or {},
@@ -99,12 +108,20 @@ class ClusterState:
         return last_synced_time(self.locations[location])
 
     def marked(self) -> list[str]:
-        """Backups that still carry the in-progress mark."""
-        return sorted(
-            name
-            for name, backup in self.backups.items()
-            if MARK in (_meta(backup).get("annotations") or {})
-        )
+        """Backups a later run would still complete: carrying the pending mark, or created
+        by a run (batch) later than their location's complete-through stamp."""
+        stamps = {
+            name: str((_meta(loc).get("annotations") or {}).get(COMPLETE_THROUGH) or "")
+            for name, loc in self.locations.items()
+        }
+        marked = []
+        for name, backup in self.backups.items():
+            annotations = _meta(backup).get("annotations") or {}
+            location = (_meta(backup).get("labels") or {}).get("velero.io/storage-location")
+            run = str(annotations.get(RUN) or "")
+            if MARK in annotations or (run and run > stamps.get(str(location), "")):
+                marked.append(name)
+        return sorted(marked)
 
     def uid_problems(self) -> list[str]:
         """PodVolumeBackups whose Backup owner reference or ``velero.io/backup-uid`` label

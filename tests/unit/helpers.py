@@ -12,6 +12,7 @@ from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.report import LocationReport
+from worker.rewrite import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
 from worker.storage.layout import BackupStore
@@ -95,6 +96,9 @@ class Env:
         profile: VeleroProfile = DEFAULT_PROFILE,
     ) -> LocationReport:
         report = LocationReport(name=self.location_name)
+        target = cluster if cluster is not None else self.cluster
+        # The location as the cluster has it now (earlier syncs stamped it).
+        location = target.of(BACKUP_STORAGE_LOCATION, NS).get(self.location_name, self.location)
         options = SyncOptions(
             namespace=NS,
             csi=csi,
@@ -103,14 +107,13 @@ class Env:
             shutdown=shutdown,
             profile=profile,
         )
-        sync_location(
-            copy.deepcopy(self.location),
-            self.backup_store(),
-            cluster if cluster is not None else self.cluster,
-            options,
-            report,
-        )
+        sync_location(copy.deepcopy(location), self.backup_store(), target, options, report)
         return report
+
+    def stamp(self) -> str | None:
+        """The run id the location's Backups are complete through."""
+        location = self.cluster.of(BACKUP_STORAGE_LOCATION, NS)[self.location_name]
+        return (location["metadata"].get("annotations") or {}).get(COMPLETE_THROUGH)
 
     def backups(self) -> dict[str, Obj]:
         return self.cluster.of(BACKUP, NS)

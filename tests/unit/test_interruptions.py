@@ -41,10 +41,12 @@ from worker.report import (
     Outcome,
     RunReport,
 )
+from worker.rewrite import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
 from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
+from worker.rewrite import RUN_ANNOTATION as RUN
 from worker.run import run
 from worker.shutdown import Shutdown
-from worker.sync import bounded_map
+from worker.sync import STAMP_BATCH, _Stamps, bounded_map
 
 Obj = dict[str, Any]
 
@@ -60,10 +62,10 @@ def pvb_owner_uids(env: Env) -> dict[str, str]:
     }
 
 
-# -- the mark -------------------------------------------------------------------------------------
+# -- the mark: the run on the Backup, the stamp on its location ----------------------------------
 
 
-def test_backup_is_created_marked_and_the_mark_removed_once_its_pvbs_are_in() -> None:
+def test_a_backup_with_dependents_carries_its_run_and_needs_no_write_of_its_own() -> None:
     env = Env()
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
     created_bodies: list[Obj] = []
@@ -78,15 +80,26 @@ def test_backup_is_created_marked_and_the_mark_removed_once_its_pvbs_are_in() ->
     report = env.sync()
 
     assert report.errors == []
-    assert created_bodies[0]["metadata"]["annotations"] == {MARK: "true"}
+    run = created_bodies[0]["metadata"]["annotations"][RUN]
+    # one write per object, none to say the Backup is complete: the location's patch does
     assert env.cluster.writes == [
         ("create", "backups", "b1"),
         ("create", "podvolumebackups", "p1"),
         ("create", "podvolumebackups", "p2"),
-        ("patch", "backups", "b1"),
         ("patch", "backupstoragelocations", "default"),
     ]
-    assert MARK not in annotations(env, "b1")
+    run_id, batch = run.rsplit("/", 1)
+    assert batch == "000000"
+    assert env.stamp() == f"{run_id}/~"  # every batch of that run
+    assert annotations(env, "b1") == {RUN: run}
+
+    env.store.gets.clear()
+    env.cluster.writes.clear()
+    again = env.sync()
+    assert (again.created, again.resumed) == (0, 0)
+    assert env.store.gets == []  # steady state: nothing read per backup
+    assert env.cluster.writes == [("patch", "backupstoragelocations", "default")]
+    assert env.stamp() > run
 
 
 @pytest.mark.parametrize("csi", [False, True])
@@ -115,7 +128,7 @@ def test_a_mark_in_the_bucket_is_not_copied() -> None:
     assert annotations(env, "b1") == {"team": "payments"}
 
 
-def test_failed_pvb_create_keeps_the_mark_and_the_next_run_completes_with_the_real_uid() -> None:
+def test_failed_pvb_create_marks_the_backup_pending_and_the_next_run_completes_it() -> None:
     env = Env()
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
     env.cluster.fail_on[("create", "p2")] = ClusterError("create p2: 500", 500)
@@ -123,7 +136,8 @@ def test_failed_pvb_create_keeps_the_mark_and_the_next_run_completes_with_the_re
     first = env.sync()
 
     assert first.created == 1 and len(first.errors) == 1
-    assert annotations(env, "b1") == {MARK: "true"}
+    assert annotations(env, "b1")[MARK] == "true"  # the one write of the failure path
+    assert ("patch", "backups", "b1") in env.cluster.writes
     assert set(env.cluster.of(POD_VOLUME_BACKUP, NS)) == {"p1"}
 
     del env.cluster.fail_on[("create", "p2")]
@@ -158,7 +172,7 @@ def test_unreadable_pvb_file_keeps_the_mark_until_it_can_be_read() -> None:
 
     assert first.created == 1
     assert [e.object for e in first.errors] == ["pod volume backups of b1"]
-    assert annotations(env, "b1") == {MARK: "true"}
+    assert annotations(env, "b1")[MARK] == "true"
 
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
     second = env.sync()
@@ -215,9 +229,35 @@ def test_a_create_answered_already_exists_leaves_another_locations_mark_alone() 
     assert annotations(env, "b1") == {MARK: "true"}
 
 
-def test_failed_mark_removal_is_an_item_error_and_the_next_run_removes_it() -> None:
+def test_a_failed_pending_mark_holds_the_stamp_so_the_next_run_completes_the_backup() -> None:
     env = Env()
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    env.cluster.fail_on[("create", "p1")] = ClusterError("create p1: 503", 503)
+    env.cluster.fail_on[("patch", "b1")] = ClusterError("patch b1: 503", 503)
+
+    first = env.sync()
+
+    assert [e.object for e in first.errors] == ["PodVolumeBackup velero/p1", f"Backup {NS}/b1"]
+    assert MARK in first.errors[1].reason
+    assert MARK not in annotations(env, "b1")
+    assert env.stamp() is None  # this run is not stamped complete
+    env.cluster.fail_on.clear()
+
+    second = env.sync()
+
+    assert second.errors == [] and second.resumed == 1
+    assert set(env.cluster.of(POD_VOLUME_BACKUP, NS)) == {"p1"}
+    assert env.stamp() is not None
+
+
+def test_a_failed_removal_of_the_pending_mark_is_an_item_error_and_the_next_run_removes_it() -> (
+    None
+):
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    marked = cluster_backup("b1", "default")
+    marked["metadata"]["annotations"] = {MARK: "true"}
+    env.cluster.add(BACKUP, marked)
     env.cluster.fail_on[("patch", "b1")] = ClusterError("patch b1: 503", 503)
 
     first = env.sync()
@@ -231,6 +271,110 @@ def test_failed_mark_removal_is_an_item_error_and_the_next_run_removes_it() -> N
     assert second.errors == [] and second.resumed == 1
     assert MARK not in annotations(env, "b1")
     assert len(env.cluster.of(POD_VOLUME_BACKUP, NS)) == 1
+
+
+def test_stamps_follow_the_finished_batches_in_work_order() -> None:
+    stamps = _Stamps("r", 5 * STAMP_BATCH // 2)  # two whole batches and a half
+    second_batch = range(STAMP_BATCH, 2 * STAMP_BATCH)
+    assert [stamps.finished(i, False) for i in second_batch] == [None] * STAMP_BATCH
+    reached = [stamps.finished(i, False) for i in range(STAMP_BATCH)]
+    assert reached[:-1] == [None] * (STAMP_BATCH - 1)
+    assert reached[-1] == "r/000001"  # both batches at once, in order
+    assert stamps.mark(2 * STAMP_BATCH) == "r/000002"
+    last = [stamps.finished(i, False) for i in range(2 * STAMP_BATCH, 5 * STAMP_BATCH // 2)]
+    assert last == [None] * (STAMP_BATCH // 2)  # the final stamp goes with lastSyncedTime
+    assert stamps.final() == "r/~"
+
+
+def test_a_blocked_item_holds_every_later_stamp() -> None:
+    stamps = _Stamps("r", 2 * STAMP_BATCH)
+    assert stamps.finished(0, True) is None
+    assert [stamps.finished(i, False) for i in range(1, 2 * STAMP_BATCH)] == [None] * (
+        2 * STAMP_BATCH - 1
+    )
+    assert stamps.final() is None
+
+
+def test_a_long_location_is_stamped_as_its_batches_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed late leaves only its unfinished batches to check, not all it created."""
+    monkeypatch.setattr("worker.sync.STAMP_BATCH", 2)
+    env = Env()
+    for i in range(5):
+        env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])
+
+    env.sync()
+
+    stamps = [w for w in env.cluster.writes if w == ("patch", "backupstoragelocations", "default")]
+    assert len(stamps) == 3  # after b0-b1, after b2-b3, and the status patch
+    assert len(env.cluster.writes) == 5 + 5 + 3
+
+
+def test_a_run_killed_late_leaves_only_its_unstamped_batch_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.sync.STAMP_BATCH", 2)
+    # writes: b0 p0 b1 p1 stamp(0) b2 p2 | b3 dies
+    env = Env(cluster=DyingCluster(dies_at=8))
+    for i in range(4):
+        env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])
+
+    with pytest.raises(Killed):
+        env.sync()
+
+    assert pending(env.cluster) == ["b2"]
+    env.cluster.dies_at = 0
+    report = env.sync()
+    assert (report.resumed, report.created) == (1, 1)
+    assert pending(env.cluster) == []
+
+
+def test_a_backup_of_an_unfinished_run_is_completed_by_the_next_run() -> None:
+    """The run annotation is later than the location's stamp: the run that created it never
+    stamped the location (killed, interrupted, failed before its status patch)."""
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    crashed = cluster_backup("b1", "default")
+    crashed["metadata"]["annotations"] = {RUN: "2026-03-01T11:00:00.000000Z-000000"}
+    env.cluster.add(BACKUP, crashed)
+    bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
+    bsl["metadata"]["annotations"] = {COMPLETE_THROUGH: "2026-03-01T10:00:00.000000Z-000000"}
+
+    report = env.sync()
+
+    assert report.resumed == 1 and report.errors == []
+    assert set(env.cluster.of(POD_VOLUME_BACKUP, NS)) == {"p1"}
+    assert ("patch", "backups", "b1") not in env.cluster.writes  # nothing to take off
+    assert env.stamp() > "2026-03-01T11:00:00.000000Z-000000"
+
+
+def test_a_backup_of_a_finished_run_is_left_alone() -> None:
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    done = cluster_backup("b1", "default")
+    done["metadata"]["annotations"] = {RUN: "2026-03-01T09:00:00.000000Z-000000"}
+    env.cluster.add(BACKUP, done)
+    bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
+    bsl["metadata"]["annotations"] = {COMPLETE_THROUGH: "2026-03-01T10:00:00.000000Z-000000"}
+
+    report = env.sync()
+
+    assert report.resumed == 0
+    assert env.store.gets == []
+
+
+def test_an_unfinished_runs_backup_gone_from_the_store_is_marked_pending_before_the_stamp() -> None:
+    """Its folder is gone, so it cannot be completed now; without the mark, this run's
+    stamp would declare it complete."""
+    env = Env()
+    crashed = cluster_backup("gone", "default", phase="InProgress")
+    crashed["metadata"]["annotations"] = {RUN: "2026-03-01T11:00:00.000000Z-000000"}
+    env.cluster.add(BACKUP, crashed)
+
+    report = env.sync()
+
+    assert report.errors == [] and report.resumed == 0
+    assert annotations(env, "gone")[MARK] == "true"
+    assert env.stamp() is not None
 
 
 def test_completion_creates_csi_objects_too() -> None:
@@ -304,14 +448,30 @@ def crash_world(cluster: FakeCluster) -> Env:
     return env
 
 
+def pending(cluster: FakeCluster) -> list[str]:
+    """Backups a later run would still complete: marked, or of a run after the stamp."""
+    bsl = cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
+    stamp = (bsl["metadata"].get("annotations") or {}).get(COMPLETE_THROUGH, "")
+    return sorted(
+        name
+        for name, backup in cluster.of(BACKUP, NS).items()
+        if MARK in (backup["metadata"].get("annotations") or {})
+        or (backup["metadata"].get("annotations") or {}).get(RUN, "") > stamp
+    )
+
+
 def state(cluster: FakeCluster) -> Obj:
-    """The objects, with UIDs replaced by the name of the Backup they belong to."""
+    """The objects, with UIDs replaced by the name of the Backup they belong to, and run
+    ids (which differ from run to run) by a placeholder; ``pending`` checks them."""
     uid_names = {obj["metadata"]["uid"]: name for name, obj in cluster.of(BACKUP, NS).items()}
     out: Obj = {}
     for (plural, ns, name), obj in sorted(cluster.objects.items()):
         obj = copy.deepcopy(obj)
         meta = obj["metadata"]
         meta.pop("uid")
+        for key in (RUN, COMPLETE_THROUGH):
+            if key in (meta.get("annotations") or {}):
+                meta["annotations"][key] = "<run id>"
         for ref in meta.get("ownerReferences", []):
             ref["uid"] = uid_names.get(ref["uid"], "unknown uid " + ref["uid"])
         labels = meta.get("labels") or {}
@@ -327,9 +487,9 @@ def test_a_crash_before_any_write_then_a_clean_run_gives_the_undisturbed_result(
     undisturbed = crash_world(DyingCluster(dies_at=0))
     undisturbed.sync(csi=True)
     writes = undisturbed.cluster.attempts
-    assert writes >= 15  # 4 Backups, 6 PVBs, 3 classes, 3 contents, 3 mark removals, ...
+    assert writes >= 15  # 4 Backups, 6 PVBs, 3 classes, 3 contents, 1 patch, 1 delete
     expected = state(undisturbed.cluster)
-    assert not any(MARK in str(obj) for obj in expected.values())
+    assert pending(undisturbed.cluster) == []
 
     for dies_at in range(1, writes + 1):
         cluster = DyingCluster(dies_at)
@@ -340,6 +500,7 @@ def test_a_crash_before_any_write_then_a_clean_run_gives_the_undisturbed_result(
         report = env.sync(csi=True)
         assert report.errors == [], (dies_at, report.errors)
         assert state(cluster) == expected, f"crash before write {dies_at}"
+        assert pending(cluster) == [], f"crash before write {dies_at}"
 
 
 # -- termination requests -------------------------------------------------------------------------

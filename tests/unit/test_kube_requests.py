@@ -173,11 +173,11 @@ def test_connect_without_any_config_is_a_config_error(
         KubeCluster.connect(str(tmp_path / "missing"), None, 5, 10, 5.0, 8, RetryPolicy())
 
 
-def test_the_priority_and_fairness_probe_reads_the_headers_of_livez_ping() -> None:
+def test_the_priority_and_fairness_probe_reads_the_headers_of_version() -> None:
     server = FakeApiServer((200, {}))
     server.headers = {"X-Kubernetes-PF-FlowSchema-UID": "uid-1"}
     assert kube(server).priority_and_fairness() == "X-Kubernetes-PF-FlowSchema-UID"
-    assert server.requests[0][:2] == ("GET", "/livez/ping")
+    assert server.requests[0][:2] == ("GET", "/version")
 
 
 def test_no_priority_and_fairness_headers() -> None:

@@ -141,7 +141,7 @@ def test_without_priority_and_fairness_velero_s_own_limits() -> None:
 
 def test_a_failed_probe_means_velero_s_own_limits() -> None:
     def probe() -> str:
-        raise ClusterError("get /livez/ping: 403 Forbidden", 403)
+        raise ClusterError("get /version: 403 Forbidden", 403)
 
     limit = choose_rate_limit(None, None, probe)
     assert (limit.qps, limit.burst) == (100.0, 100)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -382,13 +383,14 @@ def test_dry_run_writes_nothing_and_plans_everything() -> None:
     assert world.cluster.objects == before
     assert report.exit_code == 0
     plan = report.locations[0].plan
+    run_id = re.search(r'"backup-sync.io/dependents-complete-through": "([^"]+)"', plan[2])
+    assert run_id is not None
     assert plan == [
         "would create Backup velero/new",
         "would create PodVolumeBackup velero/p1",
-        'would patch Backup velero/new with {"metadata": {"annotations": '
-        '{"backup-sync.io/dependents-pending": null}}}',
         'would patch BackupStorageLocation velero/a with {"status": {"lastSyncedTime": '
-        f'"{NOW_STAMP}"}}}}',
+        f'"{NOW_STAMP}"}}, "metadata": {{"annotations": '
+        f'{{"backup-sync.io/dependents-complete-through": "{run_id[1]}"}}}}}}',
         "would delete Backup velero/orphan",
         "would delete VolumeSnapshot velero/vs",
         "would delete VolumeSnapshotContent vsc",

@@ -740,11 +740,21 @@ class RecordingPatches(FakeCluster):
         return super().patch_merge(kind, name, namespace, patch, subresource)
 
 
+def status_patch(cluster: RecordingPatches) -> Obj:
+    """The one patch of the location: lastSyncedTime and the run its Backups are complete
+    through (any run id: they differ from run to run)."""
+    plural, name, ns, patch, _ = cluster.patches[0]
+    assert (plural, name, ns) == ("backupstoragelocations", "default", NS)
+    through = patch["metadata"]["annotations"]["backup-sync.io/dependents-complete-through"]
+    assert through.startswith("2026-03-01T12:00:00.000000Z-")
+    return {"status": {"lastSyncedTime": NOW_STAMP}, "metadata": patch["metadata"]}
+
+
 def test_status_patch_is_one_merge_patch_of_the_main_resource() -> None:
     env = Env(cluster=RecordingPatches())
     env.sync()
     assert env.cluster.patches == [
-        ("backupstoragelocations", "default", NS, {"status": {"lastSyncedTime": NOW_STAMP}}, "")
+        ("backupstoragelocations", "default", NS, status_patch(env.cluster), "")
     ]
 
 
@@ -754,7 +764,7 @@ def test_status_subresource_is_patched_too() -> None:
 
     report = env.sync()
 
-    patch = {"status": {"lastSyncedTime": NOW_STAMP}}
+    patch = status_patch(env.cluster)
     assert env.cluster.patches == [
         ("backupstoragelocations", "default", NS, patch, ""),
         ("backupstoragelocations", "default", NS, patch, "status"),
