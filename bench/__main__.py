@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="worker and ceiling --kube-qps (default 0: unlimited, to measure capacity)",
     )
-    add("--kube-burst", type=int, default=DEFAULTS.kube_burst)
+    add("--kube-burst", type=int, help="worker and ceiling --kube-burst (default: the worker's)")
     add("--no-sequential", action="store_true", help="skip the --concurrency 1 reference")
     add(
         "--no-large-files",

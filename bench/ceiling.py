@@ -84,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="first backup index")
     parser.add_argument("--pod-volume-backups", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--kube-qps", type=float, default=0.0)
-    parser.add_argument("--kube-burst", type=int, default=100)
+    # Left out: chosen as the worker chooses (worker.ratelimit.choose_rate_limit).
+    parser.add_argument("--kube-qps", type=float)
+    parser.add_argument("--kube-burst", type=int)
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument(
         "--mark", action="store_true", help="also the in-progress mark and its removal"

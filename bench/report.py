@@ -57,8 +57,9 @@ def _breakdown(counts: dict[str, int]) -> str:
 
 def _limits(row: Row) -> str:
     s = row.get("settings") or {}
-    qps = s.get("kubeQps", 0)
-    return f"{s.get('concurrency')} / {'∞' if not qps else f'{qps:g}'} / {s.get('kubeBurst')}"
+    qps, burst = s.get("kubeQps", 0), s.get("kubeBurst")
+    shown_qps = "default" if qps is None else "∞" if not qps else f"{qps:g}"
+    return f"{s.get('concurrency')} / {shown_qps} / {'default' if burst is None else burst}"
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:

@@ -41,22 +41,21 @@ class Limits:
     """``--concurrency``, ``--kube-qps``, ``--kube-burst`` of one run."""
 
     concurrency: int
-    qps: float
-    burst: int
+    qps: float | None  # None: not given, the worker's own choice (worker.ratelimit)
+    burst: int | None
 
     def as_settings(self) -> dict[str, Any]:
         return {"concurrency": self.concurrency, "kubeQps": self.qps, "kubeBurst": self.burst}
 
     def argv(self) -> list[str]:
-        """The same three options of the worker and of the ceiling tool."""
-        return [
-            "--concurrency",
-            str(self.concurrency),
-            "--kube-qps",
-            f"{self.qps:g}",
-            "--kube-burst",
-            str(self.burst),
-        ]
+        """The same three options of the worker and of the ceiling tool; a limit that is
+        None is left out, as a user running the defaults leaves it out."""
+        argv = ["--concurrency", str(self.concurrency)]
+        if self.qps is not None:
+            argv += ["--kube-qps", f"{self.qps:g}"]
+        if self.burst is not None:
+            argv += ["--kube-burst", str(self.burst)]
+        return argv
 
 
 DEFAULT_LIMITS = Limits(DEFAULTS.concurrency, DEFAULTS.kube_qps, DEFAULTS.kube_burst)
@@ -70,8 +69,8 @@ class Plan:
     latency_ms: int = 10
     store: str = "minio"
     concurrency: int = DEFAULTS.concurrency
-    kube_qps: float = 0.0
-    kube_burst: int = DEFAULTS.kube_burst
+    kube_qps: float | None = 0.0
+    kube_burst: int | None = None
     sequential: bool = True
     repeat: int = 2  # ceiling, full sync and steady state: best of this many
     large_files: bool = True  # peak RSS against the size of one metadata file
@@ -262,9 +261,7 @@ def _listing_case(
     _seed(env, plan, prefix, n, seeding, pod_volume_backups=0, metadata_only=True)
     ns = env.velero_namespace(f"steady-{n}", prefix)
     t = time.monotonic()
-    populate = ceiling_argv(
-        env, ns, n, pod_volume_backups=0, limits=Limits(32, 0, DEFAULTS.kube_burst)
-    )
+    populate = ceiling_argv(env, ns, n, pod_volume_backups=0, limits=Limits(32, 0, None))
     child = run_child(populate, log_dir, f"populate-{n}", plan.timeout, env.child_env())
     if child.code != 0:
         raise BenchFailure(f"populating {n} Backups failed: {child.stderr[-800:]}")

@@ -211,14 +211,14 @@ class KubeCluster:
                 raise ApiException.from_response(http_resp=response, body=None, data=None)
             return response
 
+        # One attempt, no retries: a server that cannot answer it gets Velero's limits, and a
+        # black-holed server costs one timeout here, not a retry budget.
         try:
-            response = retry.call(ping, what="probe /version", policy=self._policy)
+            response = ping()
         except ApiException as exc:
             raise _translate(exc, "probe /version") from None
-        except Exception as exc:
-            if retry.is_transient(exc):
-                raise ClusterError(f"probe /version: {retry.describe(exc)}") from None
-            raise
+        except Exception as exc:  # whatever it is, the first real call meets it too
+            raise ClusterError(f"probe /version: {retry.describe(exc)}") from None
         headers = {str(k).lower() for k in (response.getheaders() or {})}
         for header in _APF_HEADERS:
             if header.lower() in headers:

@@ -91,12 +91,15 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
         assert steady["api"]["list backups"] == 1
         assert steady["api"]["patch backupstoragelocations"] == 1
         assert not any(kind.startswith("create ") for kind in steady["api"])
-        # Exactly the budget: list pages and the status patch.
+        # Exactly the budget: list pages and the status patch, and once per run the
+        # Velero Deployment that --velero-version auto reads.
         assert set(steady["api"]) == {
+            "get deployments",
             "list backupstoragelocations",
             "list backups",
             "patch backupstoragelocations",
         }
+        assert steady["api"]["get deployments"] == 1
         assert 0 < steady["peakRssMiB"] < 200
 
     report = (tmp_path / "benchmark.md").read_text()

@@ -12,7 +12,7 @@ import pytest
 
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, VOLUME_SNAPSHOT_CLASS, KubeCluster
 from worker.errors import AlreadyExists, ConfigError
-from worker.ratelimit import TokenBucket
+from worker.ratelimit import TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
 
 Obj = dict[str, Any]
@@ -64,12 +64,16 @@ class FakeApiServer:
         return response
 
 
-def kube(server: FakeApiServer) -> KubeCluster:
+def _api(server: FakeApiServer) -> Any:
     from kubernetes import client
 
     api = client.ApiClient()
     api.call_api = server.call_api  # type: ignore[method-assign]
-    return KubeCluster(api, TokenBucket(0, 1), 5.0, RetryPolicy(attempts=1))
+    return api
+
+
+def kube(server: FakeApiServer) -> KubeCluster:
+    return KubeCluster(_api(server), TokenBucket(0, 1), 5.0, RetryPolicy(attempts=1))
 
 
 def test_list_follows_continue_tokens_with_a_page_limit() -> None:
@@ -182,3 +186,16 @@ def test_the_priority_and_fairness_probe_reads_the_headers_of_version() -> None:
 
 def test_no_priority_and_fairness_headers() -> None:
     assert kube(FakeApiServer((200, {}))).priority_and_fairness() == ""
+
+
+def test_the_probe_is_one_attempt_and_a_failure_means_velero_s_limits() -> None:
+    server = FakeApiServer((503, {"message": "busy"}), (200, {}))
+    cluster = KubeCluster(
+        _api(server), TokenBucket(0, 1), 5.0, RetryPolicy(attempts=5, max_seconds=1)
+    )
+
+    limit = choose_rate_limit(None, None, cluster.priority_and_fairness)
+
+    assert len(server.requests) == 1
+    assert (limit.qps, limit.burst) == (100.0, 100)
+    assert "503" in limit.why
