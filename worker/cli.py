@@ -8,9 +8,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from worker import __version__
 from worker.cluster import pod_namespace
@@ -27,6 +27,7 @@ from worker.settings import Settings, parse_features, parse_go_duration
 from worker.shutdown import Shutdown, install
 
 DEFAULTS = Settings(namespace="velero")
+N = TypeVar("N", int, float)
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -41,39 +42,37 @@ exit codes:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _number(
+    kind: Callable[[str], N],
+    *,
+    above: float | None = None,
+    least: float | None = None,
+    most: float | None = None,
+) -> Callable[[str], N]:
+    """An argparse type: ``kind`` (int or float) within the bounds, else a usage error
+    that says which."""
+
+    def parse(text: str) -> N:
+        value = kind(text)
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"must be greater than {above:g}")
+        if least is not None and value < least:
+            raise argparse.ArgumentTypeError(
+                "must not be negative" if least == 0 else f"must be at least {least:g}"
+            )
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+_positive_int = _number(int, least=1)
+_positive_float = _number(float, above=0)
+_non_negative_int = _number(int, least=0)
+_non_negative_float = _number(float, least=0)
+_share = _number(float, least=0, most=1)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import quote
 
 from worker import retry
-from worker.errors import AlreadyExists, ClusterError, ConfigError, Conflict, NotFound
+from worker.errors import AlreadyExists, ClusterError, ConfigError, NotFound
 from worker.ratelimit import RateLimit, TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
 
@@ -405,11 +405,9 @@ def _translate(exc: Any, what: str) -> ClusterError:
     text = f"{what}: {status} {reason}".strip() + (f": {message}" if message else "")
     if status == 404:
         return NotFound(text, status)
-    if status == 409:
-        if getattr(exc, "body", None) and "AlreadyExists" in str(body):
-            return AlreadyExists(text, status)
-        return Conflict(text, status)
-    return ClusterError(text, status)
+    if status == 409 and body and "AlreadyExists" in str(body):
+        return AlreadyExists(text, status)
+    return ClusterError(text, status)  # a 409 Conflict too: nothing here handles it apart
 
 
 class PlanningCluster:

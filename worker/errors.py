@@ -46,6 +46,3 @@ class NotFound(ClusterError):
 class AlreadyExists(ClusterError):
     """The API object already exists (HTTP 409 on create)."""
 
-
-class Conflict(ClusterError):
-    """A write conflicted with a concurrent change (HTTP 409 on update)."""

@@ -32,13 +32,6 @@ def _configured_period(location: Location, default: timedelta) -> timedelta:
     return default if raw is None else parse_go_duration(str(raw))
 
 
-def sync_period(location: Location, default: timedelta) -> timedelta:
-    """The effective period: ``spec.backupSyncPeriod`` when set and non-negative, else the
-    default. Raises ConfigError for an unparsable period."""
-    period = _configured_period(location, default)
-    return default if period < timedelta(0) else period
-
-
 def parse_time(value: str) -> datetime:
     """RFC 3339 as written by the API server (``2024-01-02T03:04:05Z``). A time without an
     offset (which the API server's date-time format also accepts) is taken as UTC, so that

@@ -15,7 +15,6 @@ from worker.locations import (
     order_default_first,
     parse_time,
     selected,
-    sync_period,
 )
 
 MINUTE = timedelta(minutes=1)
@@ -72,31 +71,7 @@ def test_selected_restricts_and_keeps_order() -> None:
     assert names(selected(locs, frozenset())) == ["a", "b", "c"]
 
 
-# -- period ----------------------------------------------------------------------------------
-
-
-def test_period_unset_uses_default() -> None:
-    assert sync_period(bsl("a"), timedelta(minutes=5)) == timedelta(minutes=5)
-
-
-def test_period_set_is_used() -> None:
-    assert sync_period(bsl("a", period="1h30m"), MINUTE) == timedelta(hours=1, minutes=30)
-
-
-def test_negative_period_uses_default() -> None:
-    assert sync_period(bsl("a", period="-1s"), timedelta(minutes=7)) == timedelta(minutes=7)
-
-
-def test_zero_period_is_zero() -> None:
-    assert sync_period(bsl("a", period="0s"), MINUTE) == timedelta(0)
-
-
-def test_unparsable_period_is_config_error() -> None:
-    with pytest.raises(ConfigError):
-        sync_period(bsl("a", period="1x"), MINUTE)
-
-
-# -- due check --------------------------------------------------------------------------------
+# -- due check (the period rules too) ------------------------------------------------------ --------------------------------------------------------------------------------
 
 
 def stamp(delta: timedelta) -> str:
