@@ -25,7 +25,7 @@ from worker.errors import ConfigError
 from worker.profile import VeleroProfile
 from worker.retry import DEFAULT_POLICY
 from worker.storage import StoreSettings
-from worker.storage.location import open_backup_store, store_settings
+from worker.storage.bsl import open_backup_store, store_settings
 
 V1_15 = VeleroProfile((1, 15, 0))
 V1_17 = VeleroProfile((1, 17, 1))

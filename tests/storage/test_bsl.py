@@ -17,7 +17,7 @@ from tests.storage.conftest import FAST_RETRY
 from worker.errors import ConfigError, StoreError
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.storage import ObjectStore
-from worker.storage.location import open_backup_store, store_settings
+from worker.storage.bsl import open_backup_store, store_settings
 
 Server = MotoS3 | Azurite
 CREDENTIALS = ("cloud-credentials", "cloud")
