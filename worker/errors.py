@@ -45,4 +45,3 @@ class NotFound(ClusterError):
 
 class AlreadyExists(ClusterError):
     """The API object already exists (HTTP 409 on create)."""
-

@@ -29,8 +29,8 @@ from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Out
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
 from worker.storage import ObjectStore
-from worker.storage.layout import BackupStore
 from worker.storage.bsl import ReadSecret, open_backup_store, store_settings
+from worker.storage.layout import BackupStore
 from worker.sync import SyncOptions, new_run_id, sync_location
 
 log = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ def test_selected_restricts_and_keeps_order() -> None:
     assert names(selected(locs, frozenset())) == ["a", "b", "c"]
 
 
-# -- due check (the period rules too) ------------------------------------------------------ --------------------------------------------------------------------------------
+# -- due check (the period rules too) ----------------------------------------------------
 
 
 def stamp(delta: timedelta) -> str:
