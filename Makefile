@@ -8,7 +8,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all setup control-plane tools bench-tools demo test lint unit bench image clean help
+.PHONY: all setup control-plane tools bench-tools velero-tools demo test lint unit bench image clean help
+.PHONY: conformance conformance-all
 
 all: test
 
@@ -40,6 +41,24 @@ tools:
 bench-tools:
 	bash hack/build-bench-tools.sh >/dev/null
 
+# The real Velero (VELERO_VERSION, VELERO_NEXT_VERSION) and its AWS plugin, for
+# tests/conformance and the benchmark's run of Velero's own sync.
+velero-tools:
+	bash hack/build-velero.sh >/dev/null
+
+# The journey and the differential against the real Velero (part of `make test` too).
+conformance: setup control-plane bench-tools velero-tools
+	$(BIN)/pytest tests/conformance
+
+# The differential against every Velero version in VELERO_CONFORMANCE_ALL (hack/versions.env;
+# read with sed, not sourced: the worker reads VELERO_VERSION from its environment).
+comma := ,
+CONFORMANCE_ALL := $(shell sed -n 's/^VELERO_CONFORMANCE_ALL=//p' hack/versions.env)
+conformance-all: setup control-plane bench-tools velero-tools
+	for v in $(subst $(comma), ,$(CONFORMANCE_ALL)); do \
+	  bash hack/build-velero.sh velero@$$v >/dev/null || exit 1; done
+	BACKUP_SYNC_CONFORMANCE_VERSIONS=$(CONFORMANCE_ALL) $(BIN)/pytest tests/conformance
+
 lint: setup
 	$(BIN)/ruff check worker harness tests bench
 	$(BIN)/ruff format --check worker harness tests bench
@@ -49,7 +68,7 @@ lint: setup
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
-test: lint control-plane tools bench-tools
+test: lint control-plane tools bench-tools velero-tools
 	$(BIN)/pytest
 
 demo: control-plane
