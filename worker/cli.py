@@ -14,15 +14,15 @@ from typing import TextIO, TypeVar
 
 from worker import __version__
 from worker.cluster import pod_namespace
-from worker.errors import ConfigError
+from worker.errors import ClusterError, ConfigError
 from worker.logs import configure as configure_logging
 from worker.profile import AUTO, parse_version
 from worker.progress import StatusLine
 from worker.progress import factory as progress_factory
 from worker.ratelimit import VELERO_BURST
-from worker.report import EXIT_CONFIG, RunReport
+from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, RunReport
 from worker.retry import RetryPolicy
-from worker.run import run
+from worker.run import explain, run
 from worker.settings import Settings, parse_features, parse_go_duration
 from worker.shutdown import Shutdown, install
 
@@ -39,6 +39,25 @@ exit codes:
      config keys or credential Secret is wrong): fix the configuration
   3  every location synced but some items (backups, pod volume backups, CSI objects)
      failed, or the mass-deletion guard kept a location's orphans; the summary names each
+"""
+
+
+SYNC_HELP = (
+    "Bring Velero backups from object storage (S3, GCS, Azure Blob) into this cluster, once: "
+    "Velero's backup sync as a single-shot job. `backup-sync sync` is the same; "
+    "`backup-sync explain NAME` says why a backup is or is not in the cluster."
+)
+EXPLAIN_HELP = (
+    "Why backup NAME is, or is not, in the cluster: per location (default first) the keys "
+    "read, what the store and the cluster hold, and what the next run would do. Writes "
+    "nothing; needs only the reads of a dry run."
+)
+EXPLAIN_EXIT_CODES_HELP = """\
+exit codes:
+  0  NAME was found in some location's store or in the cluster
+  1  the cluster could not be read
+  2  usage or configuration error
+  4  NAME was found nowhere
 """
 
 
@@ -75,14 +94,13 @@ _non_negative_float = _number(float, least=0)
 _share = _number(float, least=0, most=1)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(explain: bool = False) -> argparse.ArgumentParser:
+    """The options of a sync (``backup-sync [sync]``), or of ``backup-sync explain NAME``
+    (the same, less what only a sync uses)."""
     parser = argparse.ArgumentParser(
-        prog="backup-sync",
-        description=(
-            "Bring Velero backups from object storage (S3, GCS, Azure Blob) into this "
-            "cluster, once: Velero's backup sync as a single-shot job."
-        ),
-        epilog=EXIT_CODES_HELP,
+        prog="backup-sync explain" if explain else "backup-sync",
+        description=EXPLAIN_HELP if explain else SYNC_HELP,
+        epilog=EXPLAIN_EXIT_CODES_HELP if explain else EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
@@ -106,19 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="only sync this location (repeatable; default: all)",
-    )
-    add("--force", action="store_true", help="ignore the sync period (never a period of 0)")
-    add(
-        "--dry-run",
-        action="store_true",
-        help="print what would be created, deleted and patched; write nothing",
-    )
-    add(
-        "--concurrency",
-        type=_positive_int,
-        default=DEFAULTS.concurrency,
-        metavar="N",
-        help=f"parallel per-backup work within a location (default: {DEFAULTS.concurrency})",
     )
     add(
         "--kube-qps",
@@ -179,27 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a bucket on purpose)",
     )
     add(
-        "--pushgateway-url",
-        metavar="URL",
-        help="push run metrics to this Prometheus Pushgateway at the end of the run "
-        "(default: none)",
-    )
-    add(
-        "--shutdown-grace",
-        type=_non_negative_float,
-        default=DEFAULTS.shutdown_grace,
-        metavar="SECONDS",
-        help="after SIGTERM or SIGINT, take no new work and give the work in flight this "
-        "long; the interrupted location is not marked synced and the exit code is 1 "
-        "(keep it below the pod's terminationGracePeriodSeconds; "
-        f"default: {DEFAULTS.shutdown_grace:g})",
-    )
-    add(
         "--velero-version",
         metavar="auto|X.Y[.Z]",
-        help="sync the way this Velero version does (1.15 to 1.18.x; env VELERO_VERSION); "
-        "auto reads the image tag of the Velero Deployment and falls back to 1.15 "
-        "(default: auto)",
+        help="sync the way this Velero version does (1.15 to 1.18.x; env "
+        "BACKUP_SYNC_VELERO_VERSION); auto reads the image tag of the Velero Deployment and "
+        "falls back to 1.15 (default: auto)",
     )
     add(
         "--velero-deployment",
@@ -223,13 +212,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--log-format", default="text", choices=["text", "json"], help="(default: text)")
     add("--version", action="version", version=f"%(prog)s {__version__}")
+    if explain:
+        add("name", metavar="NAME", help="the backup to look up")
+        # What only a sync uses: explain writes nothing and takes no signals.
+        parser.set_defaults(
+            force=False,
+            dry_run=True,
+            concurrency=DEFAULTS.concurrency,
+            pushgateway_url=None,
+            shutdown_grace=DEFAULTS.shutdown_grace,
+        )
+        return parser
+    only = parser.add_argument_group("sync only (not explain)").add_argument
+    only("--force", action="store_true", help="ignore the sync period (never a period of 0)")
+    only(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created, deleted and patched; write nothing",
+    )
+    only(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULTS.concurrency,
+        metavar="N",
+        help=f"parallel per-backup work within a location (default: {DEFAULTS.concurrency})",
+    )
+    only(
+        "--pushgateway-url",
+        metavar="URL",
+        help="push run metrics to this Prometheus Pushgateway at the end of the run "
+        "(default: none)",
+    )
+    only(
+        "--shutdown-grace",
+        type=_non_negative_float,
+        default=DEFAULTS.shutdown_grace,
+        metavar="SECONDS",
+        help="after SIGTERM or SIGINT, take no new work and give the work in flight this "
+        "long; the interrupted location is not marked synced and the exit code is 1 "
+        "(keep it below the pod's terminationGracePeriodSeconds; "
+        f"default: {DEFAULTS.shutdown_grace:g})",
+    )
     return parser
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     """Flags first, then environment, then defaults. Raises ConfigError."""
     namespace = args.namespace or env.get("VELERO_NAMESPACE") or pod_namespace() or "velero"
-    velero_version = args.velero_version or env.get("VELERO_VERSION") or AUTO
+    velero_version = args.velero_version or env.get("BACKUP_SYNC_VELERO_VERSION") or AUTO
     if velero_version != AUTO:
         parse_version(velero_version)  # a usage error now, not at the first location
     return Settings(
@@ -281,6 +311,11 @@ def _tty(stream: TextIO) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["explain"]:
+        return explain_main(argv[1:])
+    if argv[:1] == ["sync"]:
+        argv = argv[1:]
     args = build_parser().parse_args(argv)  # exits 2 on usage errors
     try:
         settings = settings_from(args, dict(os.environ))
@@ -307,6 +342,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(report.exit_code)
     return report.exit_code
+
+
+def explain_main(argv: Sequence[str]) -> int:
+    """``backup-sync explain NAME``: read-only; exit 0 found, 4 found nowhere."""
+    args = build_parser(explain=True).parse_args(argv)
+    try:
+        settings = settings_from(args, dict(os.environ))
+    except ConfigError as exc:
+        print(f"backup-sync: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format, None)
+    try:
+        explanation = explain(settings, args.name)
+    except ConfigError as exc:
+        print(f"backup-sync: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ClusterError as exc:
+        print(f"backup-sync: error: {exc}", file=sys.stderr)
+        return EXIT_LOCATION_FAILED
+    print(explanation.render(settings.log_format), flush=True)
+    return explanation.exit_code
 
 
 # After the grace period, how long the run may take to wrap up (its own bounded waits end

@@ -37,6 +37,8 @@ class ItemFailure:
     reason: str
 
 
+SKIPPED_NAMES = 100
+
 # Skip reasons, as they appear in summaries.
 SKIP_ALREADY_EXISTS = "already exists"
 SKIP_NO_METADATA = "no velero-backup.json"
@@ -56,6 +58,8 @@ class LocationReport:
     created: int = 0
     resumed: int = 0  # Backups found carrying the in-progress mark, now with their dependents
     skipped: Counter[str] = field(default_factory=Counter)
+    # The first SKIPPED_NAMES backups per skip reason, so a user finds one without debug logs.
+    skipped_names: dict[str, list[str]] = field(default_factory=dict)
     pod_volume_backups: int = 0
     csi_snapshot_classes: int = 0
     csi_snapshot_contents: int = 0
@@ -84,6 +88,12 @@ class LocationReport:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
+    def skip(self, reason: str, backup: str) -> None:
+        self.skipped[reason] += 1
+        names = self.skipped_names.setdefault(reason, [])
+        if len(names) < SKIPPED_NAMES:
+            names.append(backup)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "location": self.name,
@@ -96,6 +106,10 @@ class LocationReport:
             "created": self.created,
             "resumed": self.resumed,
             "skipped": dict(sorted(self.skipped.items())),
+            "skippedBackups": {
+                reason: {"count": self.skipped[reason], "first": names}
+                for reason, names in sorted(self.skipped_names.items())
+            },
             "podVolumeBackupsCreated": self.pod_volume_backups,
             "csiVolumeSnapshotClassesCreated": self.csi_snapshot_classes,
             "csiVolumeSnapshotContentsCreated": self.csi_snapshot_contents,

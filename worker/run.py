@@ -20,6 +20,7 @@ from worker.cluster import (
 )
 from worker.errors import ClusterError, ConfigError, LocationError, NotFound
 from worker.events import record_location_events
+from worker.explain import Explainer, Explanation
 from worker.guard import MassDeletionGuard
 from worker.locations import due_check, name_of, order_default_first, selected
 from worker.metrics import push_metrics
@@ -67,6 +68,28 @@ def open_location_store(
     return open_backup_store(store_cfg, prefix)
 
 
+def secret_reader(settings: Settings, cluster: Cluster) -> ReadSecret:
+    """Secrets a location names, from the Velero namespace; a missing or forbidden one is
+    a configuration error (exit 2): retrying the job cannot help, fixing it can."""
+
+    def read_secret(name: str, key: str) -> bytes:
+        try:
+            return cluster.read_secret(settings.namespace, name, key)
+        except NotFound:
+            raise ConfigError(
+                f"Secret {name!r} not found in namespace {settings.namespace}"
+            ) from None
+        except ClusterError as exc:
+            if exc.status != 403:
+                raise
+            raise ConfigError(
+                f"not allowed to read Secret {name!r} in namespace {settings.namespace} (the "
+                f"chart grants it when the Secret is listed in credentials.locationSecrets)"
+            ) from None
+
+    return read_secret
+
+
 def velero_profile(settings: Settings, cluster: Cluster) -> VeleroProfile:
     """The profile of --velero-version, or for ``auto`` the version of the Velero
     Deployment's image (worker.profile.detect)."""
@@ -95,15 +118,7 @@ def run(
     owned: KubeCluster | None = None
     try:
         if cluster is None:
-            owned = KubeCluster.connect(
-                settings.kubeconfig,
-                settings.context,
-                qps=settings.kube_qps,
-                burst=settings.kube_burst,
-                timeout=settings.request_timeout,
-                pool_size=settings.concurrency + 4,
-                policy=settings.retry,
-            )
+            owned = _connect(settings)
             cluster = owned
             report.rate_limit = owned.rate_limit
             if owned.rate_limit is not None:
@@ -120,6 +135,55 @@ def run(
     if settings.pushgateway_url and not settings.dry_run:
         push_metrics(settings.pushgateway_url, report, time.time(), settings.request_timeout)
     return report
+
+
+def explain(
+    settings: Settings,
+    name: str,
+    open_store: StoreOpener = open_location_store,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Explanation:
+    """``backup-sync explain NAME``: the reads of a dry run, nothing written. Raises
+    ConfigError, ClusterError."""
+    cluster = _connect(settings)
+    try:
+        locations = list(cluster.list(BACKUP_STORAGE_LOCATION, settings.namespace))
+        missing = sorted(settings.locations - {name_of(loc) for loc in locations})
+        if missing:
+            raise ConfigError(
+                f"--location names no BackupStorageLocation in {settings.namespace}: {missing}"
+            )
+        profile = velero_profile(settings, cluster)
+        read_secret = secret_reader(settings, cluster)
+        with tempfile.TemporaryDirectory(prefix="backup-sync-") as workdir:
+            explainer = Explainer(
+                settings,
+                cluster,
+                lambda location: open_store(
+                    location, read_secret, Path(workdir), settings, profile, _ignore
+                ),
+                profile,
+                now(),
+            )
+            return explainer.explain(name, locations)
+    finally:
+        cluster.close()
+
+
+def _ignore(_message: str) -> None:
+    """Warnings of opening a store: a run's summary shows them, explain does not."""
+
+
+def _connect(settings: Settings) -> KubeCluster:
+    return KubeCluster.connect(
+        settings.kubeconfig,
+        settings.context,
+        qps=settings.kube_qps,
+        burst=settings.kube_burst,
+        timeout=settings.request_timeout,
+        pool_size=settings.concurrency + 4,
+        policy=settings.retry,
+    )
 
 
 def _run_locations(
@@ -231,24 +295,7 @@ def _sync_one(
     ctx = {"location": report.name}
     target: Cluster = PlanningCluster(cluster) if settings.dry_run else cluster
 
-    def read_secret(name: str, key: str) -> bytes:
-        try:
-            return cluster.read_secret(settings.namespace, name, key)
-        except NotFound:
-            # A missing credential Secret is a configuration error (exit 2), not an outage.
-            raise ConfigError(
-                f"spec.credential: Secret {name!r} not found in namespace {settings.namespace}"
-            ) from None
-        except ClusterError as exc:
-            if exc.status != 403:
-                raise
-            # So is one this worker may not read: retrying the job cannot help, RBAC can.
-            raise ConfigError(
-                f"spec.credential: not allowed to read Secret {name!r} in namespace "
-                f"{settings.namespace} (the chart grants it when the Secret is listed in "
-                f"credentials.locationSecrets)"
-            ) from None
-
+    read_secret = secret_reader(settings, cluster)
     try:
         backup_store, store = open_store(
             location, read_secret, workdir, settings, profile, report.warn

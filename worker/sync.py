@@ -724,7 +724,7 @@ def _fold(report: LocationReport, outcome: BackupOutcome) -> None:
     report.created += outcome.created
     report.resumed += outcome.resumed
     if outcome.skipped:
-        report.skipped[outcome.skipped] += 1
+        report.skip(outcome.skipped, outcome.name)
     report.pod_volume_backups += outcome.pod_volume_backups
     report.csi_snapshot_classes += outcome.csi_snapshot_classes
     report.csi_snapshot_contents += outcome.csi_snapshot_contents

@@ -181,7 +181,7 @@ def test_non_positive_default_period_is_a_usage_error(
 
 
 def test_velero_version_defaults(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VELERO_VERSION", raising=False)
+    monkeypatch.delenv("BACKUP_SYNC_VELERO_VERSION", raising=False)
     s = parsed(rec)
     assert (s.velero_version, s.velero_deployment, s.credentials_dir) == (
         "auto",
@@ -193,7 +193,7 @@ def test_velero_version_defaults(rec: Recorder, monkeypatch: pytest.MonkeyPatch)
 def test_velero_version_flag_env_and_deployment(
     rec: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("VELERO_VERSION", "1.16.2")
+    monkeypatch.setenv("BACKUP_SYNC_VELERO_VERSION", "1.16.2")
     assert parsed(rec, "--velero-deployment", "velero-server").velero_version == "1.16.2"
     assert rec.settings[0].velero_deployment == "velero-server"
     rec.settings.clear()

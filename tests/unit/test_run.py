@@ -22,7 +22,7 @@ from worker.cluster import (
     VOLUME_SNAPSHOT_CONTENT,
 )
 from worker.errors import ClusterError, ConfigError, StoreError
-from worker.report import Outcome, RunReport
+from worker.report import SKIPPED_NAMES, Outcome, RunReport
 from worker.run import open_location_store, run
 from worker.settings import Settings
 
@@ -642,3 +642,16 @@ def test_an_empty_listing_with_synced_backups_of_the_location_warns_naming_the_p
     assert "1 Completed or PartiallyFailed" in warning
     assert f"  warning: {warning}" in report.render("text")
     assert json.loads(report.render("json"))["locations"][0]["warnings"] == [warning]
+
+
+def test_the_json_summary_names_the_first_skipped_backups_per_reason() -> None:
+    world = World(bsl("a"))
+    for i in range(SKIPPED_NAMES + 5):
+        world.bucket("a").put_raw(f"no-meta-{i:03d}", f"no-meta-{i:03d}-logs.gz", b"x")
+
+    doc = json.loads(world.run().render("json"))
+
+    skipped = doc["locations"][0]["skippedBackups"]["no velero-backup.json"]
+    assert skipped["count"] == SKIPPED_NAMES + 5
+    assert len(skipped["first"]) == SKIPPED_NAMES
+    assert skipped["first"][0] == "no-meta-000"

@@ -86,7 +86,10 @@ def store_settings(
         # Velero overwrites config credentialsFile with the Secret's file: the location's
         # own value is never read, so it is not checked either, only dropped.
         config.pop("credentialsFile", None)
-        data = read_secret(name, key)
+        try:
+            data = read_secret(name, key)
+        except ConfigError as exc:
+            raise ConfigError(f"spec.credential: {exc}") from None
         credentials_file = str(write_credentials_file(data, workdir, name, key))
     for key in _FILE_KEYS:
         if key in config:

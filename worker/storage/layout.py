@@ -92,6 +92,11 @@ class BackupStore:
     def _file_key(self, name: str, suffix: str) -> str:
         return go_path_join(self._backups_dir, name, f"{name}-{suffix}")
 
+    def has_folder(self, name: str) -> bool:
+        """Whether ``<prefix>/backups/<name>/`` holds anything (one listing request)."""
+        folder = f"{self._backups_dir}{name}/"
+        return any(p == folder for p in self._store.list_common_prefixes(folder[:-1], "/"))
+
     def list_backups(self) -> Iterator[str]:
         """Backup names: the sub-folders of ``<prefix>/backups/``, lazily, page by page."""
         base = self.backups_dir
