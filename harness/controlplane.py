@@ -700,13 +700,16 @@ class ControlPlane(Service):
         raise ControlPlaneError(f"apply CRD {name} -> {status}: {obj.get('message', obj)}")
 
     def wait_crd_established(self, name: str, timeout: float = 30.0) -> None:
-        """Wait until CRD ``name`` is Established and its resource answers a list."""
+        """Wait until CRD ``name`` is Established and its resource answers a list. (A CRD just
+        created can report ``"conditions": null`` for a moment: that counts as not yet.)"""
         deadline = time.monotonic() + timeout
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
         while time.monotonic() < deadline:
             status, crd = self.request("GET", path)
             conditions = {
-                c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])
+                c.get("type"): c.get("status")
+                for c in ((crd.get("status") or {}).get("conditions") or [])
+                if isinstance(c, dict)
             }
             if status == 200 and conditions.get("Established") == "True":
                 spec = crd["spec"]

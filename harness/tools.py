@@ -30,11 +30,18 @@ def tool_path(name: str, *, build: bool = True) -> Path:
         raise ToolUnavailable(f"{ENV_OVERRIDES[name]}={override} is not an executable")
     if not build and shutil.which("go") is None:
         raise ToolUnavailable(f"{name} is not built and `go` is not on PATH")
+    return run_build_script(BUILD_SCRIPT, name, name, build=build)
+
+
+def run_build_script(script: Path, tool: str, key: str, *, build: bool) -> Path:
+    """Run one of the hack/build-*.sh scripts for ``tool`` and return the binary it prints
+    as ``key=path`` on its last line; without ``build`` (or without ``go``), only the cache
+    may answer. Raises ToolUnavailable."""
     env = dict(os.environ)
-    if not build:
+    if not build or shutil.which("go") is None:
         env["BACKUP_SYNC_NO_BUILD"] = "1"
     proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), name],
+        ["bash", str(script), tool],
         stdout=subprocess.PIPE,
         stderr=None,  # the build log goes to our stderr
         text=True,
@@ -43,9 +50,9 @@ def tool_path(name: str, *, build: bool = True) -> Path:
     )
     last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
     if proc.returncode != 0 or not last:
-        raise ToolUnavailable(f"{BUILD_SCRIPT} {name} failed with exit code {proc.returncode}")
+        raise ToolUnavailable(f"{script} {tool} failed with exit code {proc.returncode}")
     paths = dict(pair.split("=", 1) for pair in last[0].split())
-    path = Path(paths[name])
+    path = Path(paths[key])
     if not os.access(path, os.X_OK):
-        raise ToolUnavailable(f"{BUILD_SCRIPT} printed {path}, which is not executable")
+        raise ToolUnavailable(f"{script} printed {path}, which is not executable")
     return path

@@ -33,6 +33,7 @@ import yaml
 
 from harness.controlplane import ControlPlane, ControlPlaneError, read_versions
 from harness.processes import Service, die_with_parent, free_port, stop_process
+from harness.tools import ToolUnavailable, run_build_script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-velero.sh"
@@ -69,27 +70,10 @@ def pinned_versions() -> tuple[str, str]:
 
 
 def _build(tool: str, key: str, *, build: bool) -> Path:
-    env = dict(os.environ)
-    if not build:
-        env["BACKUP_SYNC_NO_BUILD"] = "1"
-    elif shutil.which("go") is None:
-        env["BACKUP_SYNC_NO_BUILD"] = "1"  # only the cache can help
-    proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), tool],
-        stdout=subprocess.PIPE,
-        stderr=None,  # the build log goes to our stderr
-        text=True,
-        env=env,
-        check=False,
-    )
-    last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
-    if proc.returncode != 0 or not last:
-        raise VeleroUnavailable(f"{BUILD_SCRIPT} {tool} failed with exit code {proc.returncode}")
-    paths = dict(pair.split("=", 1) for pair in last[0].split())
-    path = Path(paths[key])
-    if not os.access(path, os.X_OK):
-        raise VeleroUnavailable(f"{BUILD_SCRIPT} printed {path}, which is not executable")
-    return path
+    try:
+        return run_build_script(BUILD_SCRIPT, tool, key, build=build)
+    except ToolUnavailable as exc:
+        raise VeleroUnavailable(str(exc)) from None
 
 
 def velero_binary(version: str, *, build: bool = True) -> Path:
@@ -230,30 +214,8 @@ def apply_crds(cp: ControlPlane, crds: Sequence[Obj]) -> list[str]:
             _ok(cp, "PUT", f"{base}/{name}", body)
         names.append(name)
     for name in names:
-        wait_crd_established(cp, name)
+        cp.wait_crd_established(name, timeout=60.0)
     return names
-
-
-def wait_crd_established(cp: ControlPlane, name: str, timeout: float = 60.0) -> None:
-    """Wait until CRD ``name`` is Established and its resource answers a list. (A CRD just
-    created can report ``"conditions": null`` for a moment: that counts as not yet.)"""
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, crd = cp.request("GET", path)
-        conditions = {
-            c.get("type"): c.get("status")
-            for c in ((crd.get("status") or {}).get("conditions") or [])
-            if isinstance(c, dict)
-        }
-        if status == 200 and conditions.get("Established") == "True":
-            spec = crd["spec"]
-            version = next(v["name"] for v in spec["versions"] if v.get("storage"))
-            listing = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
-            if cp.request("GET", listing)[0] == 200:
-                return
-        time.sleep(0.1)
-    raise ControlPlaneError(f"CRD {name} not established within {timeout:.0f}s")
 
 
 def apply_crd_files(cp: ControlPlane, paths: Iterable[Path]) -> list[str]:

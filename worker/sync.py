@@ -545,37 +545,35 @@ class _BackupSyncer:
             if not marked and not self._mark_pending(name, outcome, ctx):
                 outcome.blocks_stamp = True
             return
-        if not marked:
-            return  # the location's complete-through stamp says it, no write of its own
-        patch = {"metadata": {"annotations": {rewrite.DEPENDENTS_PENDING_ANNOTATION: None}}}
-        try:
-            self._cluster.patch_merge(BACKUP, name, self._options.namespace, patch)
-        except NotFound:
-            log.debug("backup deleted before its mark was removed", extra=ctx)
-        except ClusterError as exc:
-            log.error("cannot remove the pending annotation", extra={**ctx, "error": str(exc)})
-            outcome.errors.append(
-                ItemFailure(
-                    self._ref(name),
-                    f"cannot remove annotation {rewrite.DEPENDENTS_PENDING_ANNOTATION} "
-                    f"(the next run tries again): {exc}",
-                )
-            )
+        if marked:  # else the location's stamp says it, no write of its own
+            self._set_pending(name, None, outcome, ctx)
 
     def _mark_pending(self, name: str, outcome: BackupOutcome, ctx: dict[str, str]) -> bool:
         """Set the pending annotation; False when that failed (an item error too)."""
-        patch = {"metadata": {"annotations": {rewrite.DEPENDENTS_PENDING_ANNOTATION: "true"}}}
+        return self._set_pending(name, "true", outcome, ctx)
+
+    def _set_pending(
+        self, name: str, value: str | None, outcome: BackupOutcome, ctx: dict[str, str]
+    ) -> bool:
+        """Merge-patch the pending annotation to ``value`` (None removes it); False when the
+        patch failed, which is an item error (a Backup deleted meanwhile is not)."""
+        key = rewrite.DEPENDENTS_PENDING_ANNOTATION
+        patch = {"metadata": {"annotations": {key: value}}}
         try:
             self._cluster.patch_merge(BACKUP, name, self._options.namespace, patch)
         except NotFound:
-            log.debug("backup deleted before it could be marked pending", extra=ctx)
+            log.debug("backup deleted before its pending annotation changed", extra=ctx)
         except ClusterError as exc:
-            log.error("cannot mark the backup pending", extra={**ctx, "error": str(exc)})
+            what = "set" if value else "remove"
+            log.error(f"cannot {what} the pending annotation", extra={**ctx, "error": str(exc)})
+            consequence = (
+                "this run will not be stamped complete, so the next one completes it"
+                if value
+                else "the next run tries again"
+            )
             outcome.errors.append(
                 ItemFailure(
-                    self._ref(name),
-                    f"cannot set annotation {rewrite.DEPENDENTS_PENDING_ANNOTATION} (this run "
-                    f"will not be stamped complete, so the next one completes it): {exc}",
+                    self._ref(name), f"cannot {what} annotation {key} ({consequence}): {exc}"
                 )
             )
             return False
