@@ -385,7 +385,7 @@ def test_value_defaults_are_the_cli_defaults() -> None:
             cli_default = [f for f in cli_default.split(",") if f]
         if value in ("namespace", "pushgatewayUrl"):
             cli_default = cli_default or ""
-        if value == "veleroVersion":  # no flag: VELERO_VERSION, else auto
+        if value == "veleroVersion":  # no flag: BACKUP_SYNC_VELERO_VERSION, else auto
             cli_default = cli_default or AUTO
         assert chart_default == cli_default, (
             f"{value}: chart {chart_default!r}, CLI {cli_default!r}"
