@@ -15,6 +15,7 @@ from typing import TextIO, TypeVar
 from worker import __version__
 from worker.cluster import pod_namespace
 from worker.errors import ClusterError, ConfigError
+from worker.locations import Shard
 from worker.logs import configure as configure_logging
 from worker.profile import AUTO, parse_version
 from worker.progress import StatusLine
@@ -205,6 +206,19 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         f"(where the chart mounts the credentials Secret; default: {DEFAULTS.credentials_dir})",
     )
     add(
+        "--shard",
+        metavar="I/N",
+        help="only the locations of shard I of N (a stable hash of the location name); "
+        "default: from JOB_COMPLETION_INDEX with --shards, else all",
+    )
+    add(
+        "--shards",
+        type=_positive_int,
+        metavar="N",
+        help="the shard count of an Indexed Job (env BACKUP_SYNC_SHARDS): this pod takes "
+        "shard JOB_COMPLETION_INDEX of N",
+    )
+    add(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -286,7 +300,28 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         velero_version=velero_version,
         velero_deployment=args.velero_deployment,
         credentials_dir=args.credentials_dir,
+        shard=_shard(args.shard, args.shards, env),
     )
+
+
+def _shard(text: str | None, count: int | None, env: dict[str, str]) -> Shard | None:
+    """--shard I/N; else shard JOB_COMPLETION_INDEX of --shards (Kubernetes sets the index
+    in every pod of an Indexed Job); one shard is no shard. Raises ConfigError."""
+    if text:
+        return Shard.parse(text)
+    if count is None and env.get("BACKUP_SYNC_SHARDS"):
+        try:
+            count = int(env["BACKUP_SYNC_SHARDS"])
+        except ValueError:
+            raise ConfigError("BACKUP_SYNC_SHARDS must be a number of shards") from None
+    if count is None or count == 1:
+        return None
+    index = env.get("JOB_COMPLETION_INDEX")
+    if index is None:
+        raise ConfigError(
+            f"--shards {count} needs JOB_COMPLETION_INDEX (an Indexed Job sets it) or --shard I/N"
+        )
+    return Shard.parse(f"{index}/{count}")
 
 
 def _default_period(text: str) -> timedelta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,3 +80,39 @@ def due_check(location: Location, default: timedelta, now: datetime, force: bool
 def selected(locations: Iterable[Location], names: frozenset[str]) -> list[Location]:
     """Restrict to ``--location`` names (all when empty)."""
     return [loc for loc in locations if not names or name_of(loc) in names]
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count``: the locations whose name hashes to ``index``."""
+
+    index: int
+    count: int
+
+    @staticmethod
+    def of(name: str, count: int) -> int:
+        """The shard of a location name: SHA-256, so every pod of an Indexed Job agrees
+        (Python's hash() is salted per process)."""
+        return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``I/N`` with 0 <= I < N. Raises ConfigError."""
+        index, _, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+        if not 0 <= shard.index < shard.count:
+            raise ConfigError(f"--shard {text!r}: need 0 <= I < N")
+        return shard
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def in_shard(locations: Iterable[Location], shard: Shard | None) -> list[Location]:
+    """The locations of ``shard`` (all without one), in their order."""
+    if shard is None:
+        return list(locations)
+    return [loc for loc in locations if Shard.of(name_of(loc), shard.count) == shard.index]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from worker.locations import Shard
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.ratelimit import RateLimit
 
@@ -166,6 +167,7 @@ class RunReport:
     seconds: float = 0.0
     profile: VeleroProfile = DEFAULT_PROFILE  # the Velero version this run syncs like
     rate_limit: RateLimit | None = None  # towards the API server; None: not connected here
+    shard: Shard | None = None  # only this shard's locations
 
     @property
     def exit_code(self) -> int:
@@ -196,6 +198,9 @@ class RunReport:
             "exitCode": self.exit_code,
             "error": self.error,
             "veleroProfile": {"version": self.profile.name, "source": self.profile.source},
+            "shard": None
+            if self.shard is None
+            else {"index": self.shard.index, "count": self.shard.count},
             "apiRateLimit": None
             if self.rate_limit is None
             else {
@@ -217,6 +222,8 @@ class RunReport:
         ]
         if self.rate_limit is not None:
             lines.append(f"API rate limit: {self.rate_limit.text()}")
+        if self.shard is not None:
+            lines.append(f"shard {self.shard}: only the locations whose name hashes to it")
         if self.error:
             lines.append(f"run failed: {self.error}")
         if not self.locations and not self.error:

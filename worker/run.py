@@ -22,7 +22,7 @@ from worker.errors import ClusterError, ConfigError, LocationError, NotFound
 from worker.events import record_location_events
 from worker.explain import Explainer, Explanation
 from worker.guard import MassDeletionGuard
-from worker.locations import due_check, name_of, order_default_first, selected
+from worker.locations import due_check, in_shard, name_of, order_default_first, selected
 from worker.metrics import push_metrics
 from worker.profile import AUTO, VeleroProfile, detect, explicit
 from worker.progress import Progress, ProgressFactory
@@ -196,6 +196,7 @@ def _run_locations(
     shutdown: Shutdown,
 ) -> None:
     profile = report.profile = velero_profile(settings, cluster)
+    report.shard = settings.shard
     log.info(
         "syncing the way this Velero version does",
         extra={"veleroVersion": profile.name, "source": profile.source},
@@ -213,7 +214,8 @@ def _run_locations(
     started = now()
     run_id = new_run_id(started)
     with tempfile.TemporaryDirectory(prefix="backup-sync-") as workdir:
-        for location in order_default_first(selected(locations, settings.locations)):
+        mine = in_shard(selected(locations, settings.locations), settings.shard)
+        for location in order_default_first(mine):
             loc_report = LocationReport(
                 name=name_of(location), provider=str((location.get("spec") or {}).get("provider"))
             )

@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError
 from worker.retry import DEFAULT_POLICY, RetryPolicy
+
+if TYPE_CHECKING:  # worker.locations imports this module
+    from worker.locations import Shard
 
 CSI_FEATURE = "EnableCSI"
 KNOWN_FEATURES = frozenset({CSI_FEATURE})
@@ -115,6 +119,8 @@ class Settings:
     # The only folder a BSL's spec.config.credentialsFile may point into (the chart mounts
     # the credentials Secret there).
     credentials_dir: str = "/credentials"
+    # Only the locations of this shard (--shard I/N, or an Indexed Job's index and --shards).
+    shard: Shard | None = None
 
     @property
     def csi_enabled(self) -> bool:

@@ -144,6 +144,7 @@ VALUE_SETS: dict[str, Obj] = {
     # An explicit Velero version: no Deployment is read, and the Role has no rule for it.
     "velero-version": {"veleroVersion": "1.18.3"},
     "velero-deployment": {"veleroDeployment": "velero-server"},
+    "shards": {"shards": 4},
     "everything": {
         "image": {
             "repository": "registry.example.com/platform/backup-sync",

@@ -22,6 +22,7 @@ from tests.chart.chart import (
 )
 from worker.cli import build_parser, settings_from
 from worker.errors import ConfigError
+from worker.locations import Shard
 from worker.profile import AUTO, parse_version
 from worker.settings import KNOWN_FEATURES
 
@@ -49,6 +50,7 @@ VALUE_FLAGS = {
     "shutdownGrace": "shutdown_grace",
     "veleroVersion": "velero_version",
     "veleroDeployment": "velero_deployment",
+    "shards": "shards",
     "logFormat": "log_format",
     "logLevel": "log_level",
 }
@@ -64,6 +66,8 @@ NOT_VALUES = {
     "allow_mass_orphan_deletion": "--allow-mass-orphan-deletion",
     # The chart mounts the credentials Secret at /credentials, the default.
     "credentials_dir": "--credentials-dir",
+    # An Indexed Job's pod takes its own index; `shards` is the value.
+    "shard": "--shard",
 }
 
 
@@ -350,8 +354,11 @@ def test_rendered_args_are_valid_for_the_cli(helm: Helm, name: str) -> None:
     values = VALUE_SETS[name]
     rendered = helm.render(values, namespace="ops")
     args = build_parser().parse_args(rendered.args)  # exits 2 (SystemExit) when invalid
-    settings = settings_from(args, {})  # raises ConfigError on bad durations or features
+    # raises ConfigError on bad durations or features; the pod of index 1, as an Indexed
+    # Job's pods have their index
+    settings = settings_from(args, {"JOB_COMPLETION_INDEX": "1"})
     merged = {**VALUES, **values}
+    assert settings.shard == (Shard(1, merged["shards"]) if merged["shards"] > 1 else None)
     assert settings.namespace == (merged["namespace"] or "ops")
     assert settings.features == frozenset(merged["features"])
     assert settings.locations == frozenset(merged["locations"])
@@ -387,6 +394,8 @@ def test_value_defaults_are_the_cli_defaults() -> None:
             cli_default = cli_default or ""
         if value == "veleroVersion":  # no flag: BACKUP_SYNC_VELERO_VERSION, else auto
             cli_default = cli_default or AUTO
+        if value == "shards":  # no flag: one shard (every location)
+            cli_default = cli_default or 1
         assert chart_default == cli_default, (
             f"{value}: chart {chart_default!r}, CLI {cli_default!r}"
         )
@@ -590,3 +599,15 @@ def test_readme_documents_every_value_and_nothing_else() -> None:
     values_section = README[README.index("\n## Values\n") :]
     documented = set(re.findall(r"^\| `([A-Za-z.]+)` \|", values_section, re.M))
     assert documented == _leaves(SCHEMA)
+
+
+def test_shards_make_the_job_indexed(helm: Helm) -> None:
+    """One pod per shard, each with its own JOB_COMPLETION_INDEX; the same podFailurePolicy,
+    so a failed index is retried (or failed) on its own."""
+    job = helm.render({"shards": 4}).job_spec
+    assert (job["completionMode"], job["completions"], job["parallelism"]) == ("Indexed", 4, 4)
+    assert job["podFailurePolicy"] == helm.render({}).job_spec["podFailurePolicy"]
+    assert "--shards=4" in helm.render({"shards": 4}).args
+    single = helm.render({}).job_spec
+    assert not {"completionMode", "completions", "parallelism"} & set(single)
+    assert not [a for a in helm.render({}).args if a.startswith("--shards")]

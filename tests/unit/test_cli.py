@@ -396,3 +396,42 @@ def test_console_script_runs_main() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "exit codes:" in result.stdout
+
+
+# -- shards ---------------------------------------------------------------------------------------
+
+
+def test_shard_flag(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")  # the flag wins
+    assert str(parsed(rec, "--shard", "1/4").shard) == "1/4"
+
+
+def test_an_indexed_job_pod_takes_its_index(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    assert str(parsed(rec, "--shards", "4").shard) == "2/4"
+    rec.settings.clear()
+    monkeypatch.setenv("BACKUP_SYNC_SHARDS", "3")
+    assert str(parsed(rec).shard) == "2/3"
+
+
+def test_one_shard_or_none_is_every_location(
+    rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BACKUP_SYNC_SHARDS", raising=False)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    assert parsed(rec).shard is None  # an index alone shards nothing
+    rec.settings.clear()
+    assert parsed(rec, "--shards", "1").shard is None
+
+
+@pytest.mark.parametrize("argv", [["--shards", "4"], ["--shard", "4/4"], ["--shard", "x"]])
+def test_bad_shards_are_usage_errors(
+    rec: Recorder,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    assert cli.main(argv) == 2
+    assert rec.settings == []
+    assert "shard" in capsys.readouterr().err

@@ -10,7 +10,9 @@ import pytest
 from tests.unit.helpers import NOW, bsl
 from worker.errors import ConfigError
 from worker.locations import (
+    Shard,
     due_check,
+    in_shard,
     name_of,
     order_default_first,
     parse_time,
@@ -185,3 +187,25 @@ def test_unset_period_with_zero_default_is_disabled() -> None:
     due = due_check(bsl("a"), timedelta(0), NOW, force=True)
     assert not due.due
     assert "disabled" in due.reason
+
+
+# -- shards -----------------------------------------------------------------------------------
+
+
+def test_every_location_belongs_to_exactly_one_shard() -> None:
+    locs = [bsl(f"tenant-{i:02d}") for i in range(40)]
+    shards = [names(in_shard(locs, Shard(i, 4))) for i in range(4)]
+    assert sorted(n for shard in shards for n in shard) == sorted(names(locs))
+    assert all(shard for shard in shards)  # 40 names spread over all four
+
+
+def test_the_shard_of_a_name_is_stable() -> None:
+    """A stable hash (not Python's salted hash()): every pod agrees, run after run."""
+    assert Shard.of("default", 4) == Shard.of("default", 4) == 1
+
+
+def test_shard_parsing() -> None:
+    assert Shard.parse("2/4") == Shard(2, 4)
+    for bad in ("4/4", "-1/4", "1/0", "1", "a/b"):
+        with pytest.raises(ConfigError, match="--shard"):
+            Shard.parse(bad)

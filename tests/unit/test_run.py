@@ -22,6 +22,7 @@ from worker.cluster import (
     VOLUME_SNAPSHOT_CONTENT,
 )
 from worker.errors import ClusterError, ConfigError, StoreError
+from worker.locations import Shard
 from worker.report import SKIPPED_NAMES, Outcome, RunReport
 from worker.run import open_location_store, run
 from worker.settings import Settings
@@ -655,3 +656,15 @@ def test_the_json_summary_names_the_first_skipped_backups_per_reason() -> None:
     assert skipped["count"] == SKIPPED_NAMES + 5
     assert len(skipped["first"]) == SKIPPED_NAMES
     assert skipped["first"][0] == "no-meta-000"
+
+
+def test_a_shard_syncs_only_its_locations_default_first() -> None:
+    names = [f"tenant-{i:02d}" for i in range(12)]
+    world = World(*(bsl(n, default=n == "tenant-07") for n in names))
+    shard = Shard(Shard.of("tenant-07", 3), 3)
+
+    report = world.run(shard=shard)
+
+    mine = [n for n in names if Shard.of(n, 3) == shard.index]
+    assert world.opened == ["tenant-07", *(n for n in mine if n != "tenant-07")]
+    assert json.loads(report.render("json"))["shard"] == {"index": shard.index, "count": 3}
