@@ -435,3 +435,18 @@ def test_bad_shards_are_usage_errors(
     assert cli.main(argv) == 2
     assert rec.settings == []
     assert "shard" in capsys.readouterr().err
+
+
+def test_the_readme_table_lists_every_option() -> None:
+    """The README's command-line table is the contract users read: every option of the
+    parser is in it (as the chart README's values are checked against the parser)."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Command line") : readme.index("### Exit codes")]
+    for action in cli.build_parser()._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs or longs[0] in ("--help", "--version"):
+            continue
+        assert f"`{longs[0]}" in table or f", {longs[0]}" in table, longs[0]
+    codes = readme[readme.index("### Exit codes") :]
+    for code in ("`0`", "`1`", "`2`", "`3`", "`4`"):
+        assert code in codes, code
