@@ -3,15 +3,17 @@ backups, per backup) with the worker's own Kubernetes client, rate limiter, retr
 bounded pool, and no object store at all. Run as its own process, like the worker::
 
     python -m bench.ceiling --kubeconfig K --namespace NS --count 5000 \\
-        --pod-volume-backups 2 --concurrency 16 --kube-qps 0 --kube-burst 100
+        --pod-volume-backups 2 --concurrency 16   # limits: the worker's own choice
 
-With ``--mark`` it makes every API write of a full sync instead: the Backup is created with
-the in-progress mark, which a patch removes once its pod volume backups are in.
+With ``--mark`` it makes the API writes of the design the run stamps replaced
+(docs/operations.md): each Backup with dependents created with an in-progress mark, which a
+patch removes once its pod volume backups are in.
 
-Prints one JSON line: ``{"created": ..., "failed": ..., "seconds": ...}``. The objects are
-exactly those the worker would create from the benchmark's bucket (``bench.dataset``), so
-the request bodies match. Also used to put a synced cluster in place quickly
-(``--pod-volume-backups 0``) for the steady-state runs.
+Prints one JSON line: ``{"created": ..., "failed": ..., "seconds": ..., "apiRateLimit":
+{"qps": ..., "burst": ..., "why": ...}}`` (the limit in force, chosen as the worker chooses
+when none is given). The objects are exactly those the worker would create from the
+benchmark's bucket (``bench.dataset``), so the request bodies match. Also used to put a
+synced cluster in place quickly (``--pod-volume-backups 0``) for the steady-state runs.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool_size=args.concurrency + 4,
         policy=RetryPolicy(),
     )
+    limit = cluster.rate_limit
     now = datetime.now(UTC)
     created = failed = 0
     indexes = range(args.start, args.start + args.count)
@@ -126,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "failed": failed,
                 "seconds": round(seconds, 3),
                 "first": backup_name(args.start),
+                "apiRateLimit": None
+                if limit is None
+                else {"qps": limit.qps, "burst": limit.burst, "why": limit.why},
             }
         )
     )

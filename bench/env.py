@@ -144,6 +144,10 @@ class BenchEnv(Service):
         assert self.cp is not None, "BenchEnv is not started"
         return self.cp
 
+    @property
+    def control_plane(self) -> ControlPlane:
+        return self._cp()
+
     def _ok(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
         status, obj = self._cp().request(method, path, body, **kw)
         if status >= 300 and status != 409:
@@ -204,6 +208,26 @@ class BenchEnv(Service):
             if not token:
                 return total
 
+    def count_quick(self, namespace: str, plural: str) -> int:
+        """How many objects of ``plural`` the namespace holds, from one ``limit=1`` list (its
+        ``remainingItemCount``); paged as ``count_objects`` when the server leaves that out."""
+        page = self._ok("GET", f"/apis/velero.io/v1/namespaces/{namespace}/{plural}?limit=1")
+        meta = page.get("metadata") or {}
+        items = len(page.get("items") or [])
+        if not meta.get("continue"):
+            return items
+        remaining = meta.get("remainingItemCount")
+        if remaining is None:
+            return self.count_objects(namespace, plural)
+        return items + int(remaining)
+
+    def last_synced(self, namespace: str, location: str = "default") -> str | None:
+        """The location's ``status.lastSyncedTime`` (None before a sync set it)."""
+        bsl = self._ok(
+            "GET", f"/apis/velero.io/v1/namespaces/{namespace}/backupstoragelocations/{location}"
+        )
+        return (bsl.get("status") or {}).get("lastSyncedTime")
+
     # -- bucket --------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
@@ -233,11 +257,7 @@ class BenchEnv(Service):
                 event = json.loads(line)
                 if (event.get("user") or {}).get("username") != SA_USER:
                     continue
-                ref = event.get("objectRef") or {}
-                resource = ref.get("resource", "?") + (
-                    f"/{ref['subresource']}" if ref.get("subresource") else ""
-                )
-                counts[f"{event.get('verb')} {resource}"] += 1
+                counts[f"{event.get('verb')} {_audited_target(event)}"] += 1
         return counts
 
     def store_counts(self) -> Counter[str]:
@@ -270,6 +290,18 @@ class BenchEnv(Service):
         if self.toxiproxy is not None:
             pids["toxiproxy"] = self.toxiproxy.pid
         return pids
+
+
+def _audited_target(event: dict[str, Any]) -> str:
+    """What an audited request addressed: ``backups``, ``backupstoragelocations/status``;
+    for a request without an object, ``discovery`` (``/api…``, ``/apis…``) or its path
+    (``/version``, the worker's probe for API Priority and Fairness)."""
+    ref = event.get("objectRef")
+    if ref:
+        sub = ref.get("subresource")
+        return str(ref.get("resource", "?")) + (f"/{sub}" if sub else "")
+    path = str(event.get("requestURI", "?")).split("?", 1)[0]
+    return "discovery" if path.startswith("/api") else path
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,7 +1,9 @@
-"""The benchmark plan: per N, the API-create ceiling, a full sync into an empty namespace, a
-steady-state run over the result, and the sequential reference (``--concurrency 1``), all
-in one environment so the ratios hold on a noisy machine; then listing-only steady-state
-runs over large N, whose cluster side is put in place directly (not measured)."""
+"""The benchmark plan: per N, Velero's own sync (the real ``velero server``), the API-create
+ceiling, a full sync into an empty namespace with the worker's shipped defaults, a
+steady-state run over the result, the worker at Velero's own client limits and the
+sequential reference (``--concurrency 1``), all in one environment so the ratios hold on a
+noisy machine; then listing-only steady-state runs over large N, whose cluster side is put
+in place directly (not measured)."""
 
 from __future__ import annotations
 
@@ -20,20 +22,23 @@ from typing import Any
 from bench.dataset import backup_name, seed_backup, seed_bucket
 from bench.env import BenchEnv
 from bench.measure import Measurement, measured, run_child
+from bench.velero import VeleroCaseError, VeleroTools, prepare, sync_once
 from harness.controlplane import read_versions
 from harness.seed import backup_document, pod_volume_backup_documents
+from worker.ratelimit import VELERO_BURST, VELERO_QPS
 from worker.settings import Settings
 
 DEFAULTS = Settings(namespace="velero")
 
+VELERO = "Velero's own sync"
 FULL = "full sync"
+VELERO_LIMITS = "full sync, Velero's limits"
 SEQUENTIAL = "full sync, --concurrency 1"
 CEILING = "API-create ceiling"
 # The creates and a patch per backup: the per-backup in-progress mark that the run stamps
 # replaced (docs/operations.md), kept as the candidate it was measured against.
 WRITE_CEILING = "API-write ceiling"
 STEADY = "steady state"
-POLITE = "full sync, default limits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +64,29 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits(DEFAULTS.concurrency, DEFAULTS.kube_qps, DEFAULTS.kube_burst)
+# Velero's own client limits (its server's --client-qps / --client-burst defaults).
+VELERO_CLIENT_LIMITS = Limits(DEFAULTS.concurrency, VELERO_QPS, VELERO_BURST)
 
 
 @dataclass
 class Plan:
     sizes: list[int] = field(default_factory=lambda: [1000, 5000])
     steady_sizes: list[int] = field(default_factory=lambda: [50000])
-    polite_sizes: list[int] = field(default_factory=list)
+    velero: bool = True  # Velero's own sync at every N of ``sizes``
+    velero_limits: bool = True  # the worker at Velero's client limits at every N
+    sequential_sizes: list[int] | None = None  # N of the --concurrency 1 run; None: all
+    write_ceiling: bool = True
     latency_ms: int = 10
     store: str = "minio"
     concurrency: int = DEFAULTS.concurrency
-    kube_qps: float | None = 0.0
-    kube_burst: int | None = None
-    sequential: bool = True
-    repeat: int = 2  # ceiling, full sync and steady state: best of this many
+    kube_qps: float | None = DEFAULTS.kube_qps  # None: left out, as users leave it out
+    kube_burst: int | None = DEFAULTS.kube_burst
+    repeat: int = 2  # ceilings, full sync and steady state: best of this many
     large_files: bool = True  # peak RSS against the size of one metadata file
     pod_volume_backups: int = 2
     seed_threads: int = 16
     timeout: float = 3600.0
+    velero_timeout: float | None = None  # None: velero_timeout_for(N)
 
     @property
     def limits(self) -> Limits:
@@ -84,6 +94,16 @@ class Plan:
 
     def settings(self) -> dict[str, Any]:
         return self.limits.as_settings()
+
+    def sequential_at(self, n: int) -> bool:
+        return self.sequential_sizes is None or n in self.sequential_sizes
+
+    def velero_timeout_for(self, n: int) -> float:
+        """How long Velero's first pass may take: ~80 ms per backup was measured at 10 ms
+        latency; twice that, and a minute, in case a pass has to wait for the next one."""
+        if self.velero_timeout is not None:
+            return self.velero_timeout
+        return 90.0 + n * (0.16 + 8 * self.latency_ms / 1000)
 
 
 def log(text: str) -> None:
@@ -154,6 +174,8 @@ def _check_worker(m: Measurement, stdout: str, created: int, pvbs: int) -> None:
             f"pod volume backups {loc['podVolumeBackupsCreated']} (want {pvbs}), "
             f"errors {loc['errors'][:3]}"
         )
+    if summary.get("apiRateLimit"):
+        m.settings["apiRateLimit"] = summary["apiRateLimit"]
 
 
 def run_plan(plan: Plan, log_dir: Path | None = None) -> dict[str, Any]:
@@ -165,8 +187,15 @@ def run_plan(plan: Plan, log_dir: Path | None = None) -> dict[str, Any]:
     seeding: dict[str, float] = {}
     with BenchEnv(store=plan.store, latency_ms=plan.latency_ms) as env:
         log(f"control plane up, {plan.store} behind toxiproxy (+{plan.latency_ms} ms)")
+        tools = None
+        if plan.velero:
+            try:
+                tools = prepare(env)
+            except VeleroCaseError as exc:
+                raise BenchFailure(str(exc)) from exc
+            log(f"Velero {tools.version} and its CRDs in place ({tools.binary})")
         for n in plan.sizes:
-            results += _full_sync_cases(env, plan, n, log_dir, seeding)
+            results += _full_sync_cases(env, plan, n, log_dir, seeding, tools)
         for n in plan.steady_sizes:
             results += _listing_case(env, plan, n, log_dir, seeding)
         if plan.large_files:
@@ -179,6 +208,7 @@ def run_plan(plan: Plan, log_dir: Path | None = None) -> dict[str, Any]:
             "latencyMs": plan.latency_ms,
             "podVolumeBackupsPerBackup": plan.pod_volume_backups,
             "repeat": plan.repeat,
+            **({"velero": tools.version} if tools else {}),
             **plan.settings(),
         },
         "seedingSeconds": {k: round(v, 1) for k, v in seeding.items()},
@@ -197,59 +227,92 @@ def _seed(
 
 
 def _full_sync_cases(
-    env: BenchEnv, plan: Plan, n: int, log_dir: Path, seeding: dict[str, float]
+    env: BenchEnv,
+    plan: Plan,
+    n: int,
+    log_dir: Path,
+    seeding: dict[str, float],
+    tools: VeleroTools | None = None,
 ) -> list[Measurement]:
-    """Per repetition the two ceilings, then the worker (full sync, then steady state), each
-    in a fresh namespace, interleaved so all see the same machine; then the references that
-    take long once: the sequential run and the run with the worker's default limits."""
+    """Per repetition the ceilings, then the worker (full sync, then steady state), each in a
+    fresh namespace, interleaved so all see the same machine; after the first repetition the
+    runs that take long and run once: Velero's own sync and the worker at Velero's limits;
+    last the sequential reference."""
     prefix = f"n{n}"
     pvbs = plan.pod_volume_backups
     _seed(env, plan, prefix, n, seeding, pod_volume_backups=pvbs)
     limits = plan.limits
     out: list[Measurement] = []
 
-    def run(case: str, sample: int, namespace: str, argv: list[str]) -> tuple[Measurement, str]:
+    def run(
+        case: str, sample: int, argv: list[str], run_limits: Limits = limits
+    ) -> tuple[Measurement, str]:
         m, child = measured(env, case, n, argv, log_dir, tag=f"{sample}", timeout=plan.timeout)
         m.sample = sample
-        m.settings = plan.settings()
+        m.settings = run_limits.as_settings()
         return m, child.stdout
 
+    def full(case: str, sample: int, name: str, run_limits: Limits, steady: bool) -> None:
+        ns = env.velero_namespace(f"{name}-{n}-{sample}", prefix)
+        m, stdout = run(case, sample, worker_argv(env, ns, run_limits), run_limits)
+        _check_worker(m, stdout, n, n * pvbs)
+        out.append(_logged(m))
+        if steady:
+            m, stdout = run(STEADY, sample, worker_argv(env, ns, run_limits), run_limits)
+            _check_worker(m, stdout, 0, 0)
+            out.append(_logged(m))
+        env.delete_namespace(ns)
+
+    ceilings = [(CEILING, False)] + ([(WRITE_CEILING, True)] if plan.write_ceiling else [])
     for sample in range(1, plan.repeat + 1):
-        for case, mark in ((CEILING, False), (WRITE_CEILING, True)):
+        for case, mark in ceilings:
             ns = env.velero_namespace(f"ceiling-{n}-{sample}-{int(mark)}", prefix)
             argv = ceiling_argv(env, ns, n, pod_volume_backups=pvbs, limits=limits, mark=mark)
-            m, _ = run(case, sample, ns, argv)
+            m, stdout = run(case, sample, argv)
             if m.exit_code != 0 or m.creates != n * (1 + pvbs):
                 raise BenchFailure(f"{case} N={n}: exit {m.exit_code}, {m.creates} creates")
+            limit = _summary(stdout, case).get("apiRateLimit")
+            if limit:
+                m.settings["apiRateLimit"] = limit
             out.append(_logged(m))
             env.delete_namespace(ns)
 
-        ns = env.velero_namespace(f"full-{n}-{sample}", prefix)
-        m, stdout = run(FULL, sample, ns, worker_argv(env, ns, limits))
-        _check_worker(m, stdout, n, n * pvbs)
-        out.append(_logged(m))
-        m, stdout = run(STEADY, sample, ns, worker_argv(env, ns, limits))
-        _check_worker(m, stdout, 0, 0)
-        out.append(_logged(m))
-        env.delete_namespace(ns)
+        full(FULL, sample, "full", limits, steady=True)
 
-    if plan.sequential:
-        ns = env.velero_namespace(f"sequential-{n}", prefix)
-        sequential = Limits(1, limits.qps, limits.burst)
-        m, stdout = run(SEQUENTIAL, 1, ns, worker_argv(env, ns, sequential))
-        _check_worker(m, stdout, n, n * pvbs)
-        m.settings = sequential.as_settings()
-        out.append(_logged(m))
-        env.delete_namespace(ns)
+        if sample == 1 and tools is not None:
+            out.append(_velero_case(env, plan, n, prefix, log_dir, tools))
+        if sample == 1 and plan.velero_limits:
+            full(VELERO_LIMITS, 1, "velero-limits", VELERO_CLIENT_LIMITS, steady=False)
 
-    if n in plan.polite_sizes:
-        ns = env.velero_namespace(f"polite-{n}", prefix)
-        m, stdout = run(POLITE, 1, ns, worker_argv(env, ns, DEFAULT_LIMITS))
-        _check_worker(m, stdout, n, n * pvbs)
-        m.settings = DEFAULT_LIMITS.as_settings()
-        out.append(_logged(m))
-        env.delete_namespace(ns)
+    if plan.sequential_at(n):
+        full(SEQUENTIAL, 1, "sequential", Limits(1, limits.qps, limits.burst), steady=False)
     return out
+
+
+def _velero_case(
+    env: BenchEnv, plan: Plan, n: int, prefix: str, log_dir: Path, tools: VeleroTools
+) -> Measurement:
+    ns = env.velero_namespace(f"velero-{n}", prefix)
+    try:
+        m = sync_once(
+            env,
+            tools,
+            VELERO,
+            n,
+            ns,
+            pod_volume_backups=plan.pod_volume_backups,
+            log_dir=log_dir,
+            timeout=plan.velero_timeout_for(n),
+        )
+    except VeleroCaseError as exc:
+        raise BenchFailure(str(exc)) from exc
+    _logged(m)
+    log(
+        f"{VELERO} N={n}: server start-up {m.settings['serverStartSeconds']:.2f}s before its "
+        f"first pass (not in the wall time), {m.settings['spawnToSyncedSeconds']:.1f}s in all"
+    )
+    env.delete_namespace(ns)
+    return m
 
 
 def _listing_case(
@@ -272,8 +335,8 @@ def _listing_case(
     for sample in range(1, plan.repeat + 1):
         argv = worker_argv(env, ns, limits)
         m, child = measured(env, STEADY, n, argv, log_dir, tag=f"{sample}", timeout=plan.timeout)
-        _check_worker(m, child.stdout, 0, 0)
         m.settings = plan.settings()
+        _check_worker(m, child.stdout, 0, 0)
         m.sample = sample
         out.append(_logged(m))
     # Not deleted: tens of thousands of objects take longer to delete than the harness

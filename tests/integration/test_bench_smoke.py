@@ -1,5 +1,6 @@
 """The benchmark's code path at a tiny N: control plane with an audit log, MinIO behind
-toxiproxy, seeding, every measured case, the counts, the report and the plot.
+toxiproxy, seeding, the real Velero's own sync, every measured case of the worker, the
+counts, the report and the plot.
 
 The full benchmark (``make bench``) is not part of ``make test``; this keeps it working.
 """
@@ -12,26 +13,47 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.run import CEILING, FULL, POLITE, SEQUENTIAL, STEADY, WRITE_CEILING
+from bench.run import (
+    CEILING,
+    FULL,
+    SEQUENTIAL,
+    STEADY,
+    VELERO,
+    VELERO_LIMITS,
+    WRITE_CEILING,
+)
 from harness.tools import ToolUnavailable, tool_path
+from harness.velero import VeleroUnavailable, aws_plugin_binary, pinned_versions, velero_binary
 from tests.conftest import in_ci
 
 pytestmark = [pytest.mark.integration]
 
 N = 20
 LISTING_N = 30
+# Velero's first pass over 20 backups takes a few seconds; a broken one fails fast.
+VELERO_TIMEOUT = 60
+
+
+def _unavailable(message: str) -> None:
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def tools() -> None:
-    """toxiproxy and MinIO, built from their Go modules (CI builds them beforehand)."""
+    """toxiproxy, MinIO and the real Velero with its AWS plugin, built from their Go modules
+    (CI builds them beforehand: make bench-tools velero-tools)."""
     try:
         for name in ("toxiproxy", "minio"):
             tool_path(name, build=not in_ci())
     except ToolUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"benchmark tools unavailable: {exc}", pytrace=False)
-        pytest.skip(f"benchmark tools unavailable: {exc}")
+        _unavailable(f"benchmark tools unavailable: {exc}")
+    try:
+        velero_binary(pinned_versions()[0], build=not in_ci())
+        aws_plugin_binary(build=not in_ci())
+    except VeleroUnavailable as exc:
+        _unavailable(f"Velero unavailable: {exc}")
 
 
 def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
@@ -41,13 +63,15 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
             str(N),
             "--steady-sizes",
             str(LISTING_N),
-            "--polite-sizes",
+            "--sequential-sizes",
             str(N),
             "--repeat",
             "1",
             "--no-large-files",
             "--latency-ms",
             "5",
+            "--velero-timeout",
+            str(VELERO_TIMEOUT),
             "--out",
             str(tmp_path),
         ]
@@ -56,23 +80,27 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
     results = json.loads((tmp_path / "benchmark.json").read_text())
     rows = {(m["case"], m["n"]): m for m in results["measurements"]}
     assert set(rows) == {
+        (VELERO, N),
         (CEILING, N),
         (WRITE_CEILING, N),
         (FULL, N),
         (STEADY, N),
+        (VELERO_LIMITS, N),
         (SEQUENTIAL, N),
-        (POLITE, N),
         (STEADY, LISTING_N),
     }
+    assert results["plan"]["velero"] == pinned_versions()[0]
 
     # Counted by the servers: 1 + 2 creates per backup and no patch of its own (the location's
     # stamp says it is complete), 2 GETs per backup. The write ceiling is the per-backup mark
     # design it replaced: a patch per backup.
     creates = {"create backups": N, "create podvolumebackups": 2 * N}
-    assert rows[(CEILING, N)]["api"] == creates
-    assert rows[(WRITE_CEILING, N)]["api"] == {**creates, "patch backups": N}
+    assert {k: v for k, v in rows[(CEILING, N)]["api"].items() if k.startswith("create ")} == (
+        creates
+    )
+    assert rows[(WRITE_CEILING, N)]["api"]["patch backups"] == N
     assert rows[(CEILING, N)]["storeRequests"] == 0
-    for case in (FULL, SEQUENTIAL, POLITE):
+    for case in (FULL, SEQUENTIAL, VELERO_LIMITS):
         row = rows[(case, N)]
         assert row["api"]["create backups"] == N, case
         assert row["api"]["create podvolumebackups"] == 2 * N, case
@@ -83,6 +111,29 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
         assert row["store"]["listobjectsv2"] == 1, case
     assert rows[(SEQUENTIAL, N)]["settings"]["concurrency"] == 1
 
+    # The limits as run: nothing given, so no client-side limit (this API server has API
+    # Priority and Fairness), for the worker and the ceiling alike; Velero's 100/100 when
+    # given.
+    for case in (FULL, CEILING, SEQUENTIAL):
+        settings = rows[(case, N)]["settings"]
+        assert settings["kubeQps"] is None and settings["kubeBurst"] is None, case
+        assert settings["apiRateLimit"]["qps"] == 0, (case, settings)
+    limited = rows[(VELERO_LIMITS, N)]["settings"]
+    assert (limited["kubeQps"], limited["kubeBurst"]) == (100, 100)
+    assert limited["apiRateLimit"]["qps"] == 100
+
+    # Velero's own sync: the real server created the same objects through the same audited
+    # ServiceAccount, reading each backup's two files with a HEAD and a GET each.
+    velero = rows[(VELERO, N)]
+    assert velero["api"]["create backups"] == N
+    assert velero["api"]["create podvolumebackups"] == 2 * N
+    assert velero["store"]["getobject"] == 2 * N
+    assert velero["store"]["headobject"] >= 2 * N
+    assert 0 < velero["seconds"] < VELERO_TIMEOUT
+    assert velero["settings"]["serverStartSeconds"] > 0
+    assert (velero["settings"]["kubeQps"], velero["settings"]["kubeBurst"]) == (100, 100)
+    assert velero["cpuSeconds"] > 0 and velero["peakRssMiB"] > 0
+
     # Steady state: listings and the status patch, no per-backup request.
     for n in (N, LISTING_N):
         steady = rows[(STEADY, n)]
@@ -92,17 +143,24 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
         assert steady["api"]["patch backupstoragelocations"] == 1
         assert not any(kind.startswith("create ") for kind in steady["api"])
         # Exactly the issue's budget: list pages and the status patch, and once per run the
-        # Velero Deployment that --velero-version auto reads.
+        # probe for API Priority and Fairness and the Velero Deployment that
+        # --velero-version auto reads.
         assert set(steady["api"]) == {
+            "get /version",
             "get deployments",
             "list backupstoragelocations",
             "list backups",
             "patch backupstoragelocations",
         }
         assert steady["api"]["get deployments"] == 1
+        assert steady["api"]["get /version"] == 1
         assert 0 < steady["peakRssMiB"] < 200
 
     report = (tmp_path / "benchmark.md").read_text()
-    assert "| N | run | limits | wall (s)" in report
+    assert "## Against Velero's own sync" in report
+    assert "| N | run | limits | wall (s) | vs Velero" in report
     assert "## Targets" in report
+    # The targets at N = 1,000 and 5,000 are listed, as not measured at this N.
+    assert "≥ 3.5x faster than Velero's own sync | not measured" in report
+    assert "no per-backup request" in report
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
