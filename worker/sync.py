@@ -11,6 +11,7 @@ termination request fails the location before any orphan is deleted.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -187,7 +188,7 @@ def sync_location(
 
     total = len(to_sync) + len(to_complete)
     _check_interrupted(options.shutdown, 0, total)
-    stamps = _Stamps(run_id, total)
+    stamps = _Stamps(run_id, total, pending=len(to_complete))
     syncer = _BackupSyncer(location_name, store, cluster, options, stamps, complete_through)
     # Unknown Backups (the listing failed) may include unfinished ones: no stamp then.
     if existing is None or not syncer.keep_pending(
@@ -202,7 +203,7 @@ def sync_location(
     for outcome in bounded_map(syncer.handle, work, options.concurrency, options.shutdown):
         _fold(report, outcome)
         reached = stamps.finished(outcome.index, outcome.blocks_stamp)
-        if reached is not None:
+        if reached is not None and stamps.used:
             _stamp_batches(cluster, location_name, options.namespace, reached)
         progress.advance()
         done += 1
@@ -213,9 +214,8 @@ def sync_location(
     # whose patch fails has deleted nothing. It also stamps this whole run as complete for
     # the location, so that its Backups never need a write of their own to say so.
     stamp = options.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-    through = stamps.final()
-    if through is not None and through <= complete_through:
-        through = None
+    # A run that marked and completed nothing has nothing to stamp (steady state).
+    through = stamps.final() if stamps.used else None
     patch_last_synced(cluster, location_name, options.namespace, stamp, through)
     report.status_patched = True
 
@@ -223,28 +223,43 @@ def sync_location(
 
 
 # Backups are stamped complete in batches of this many, in work order: a run killed at any
-# point leaves at most the unfinished batches (about 2 * concurrency + BATCH Backups) for
-# the next run to check, for one extra write per BATCH Backups (docs/operations.md).
+# point leaves at most its unfinished batch and the work in flight (2 * concurrency) for
+# the next run to check (plus the earlier pending Backups, when killed while re-checking
+# them), for one extra write per BATCH Backups (docs/operations.md).
 STAMP_BATCH = 100
 
 
 class _Stamps:
     """The run marks of one location's work and the stamps that declare them complete.
 
-    Item ``i`` of the work order carries the mark ``<run id>/<i // STAMP_BATCH>``; once every
-    item of the batches up to ``b`` has finished (and none blocks), the location may be
-    stamped ``<run id>/<b>``; once all have, ``<run id>/~`` (after every batch). A blocked
-    item holds back its batch and every later one."""
+    The work order is the ``pending`` Backups of earlier runs first, then this run's own.
+    A stamp of this run covers every earlier run's marks, so the pending Backups are one
+    batch (0), stamped only once every one of them is complete; this run's own items follow
+    in batches of STAMP_BATCH. Item ``i`` carries the mark ``<run id>/<its batch>``; once
+    every item of the batches up to ``b`` has finished (and none blocks), the location may
+    be stamped ``<run id>/<b>``; once all have, ``<run id>/~``. A blocked item holds back
+    its batch and every later one."""
 
-    def __init__(self, run_id: str, total: int) -> None:
+    def __init__(self, run_id: str, total: int, pending: int = 0) -> None:
         self._run_id = run_id
-        self._total = total
+        self._pending = pending
+        self._batches = self._batch(total - 1) + 1 if total else 0
+        self._sizes = Counter(self._batch(i) for i in range(total))
         self._done: Counter[int] = Counter()
         self._next = 0  # the lowest batch not yet complete
         self._held = False
+        # Whether a stamp means anything: pending Backups were completed or a Backup was
+        # created with a mark (set from the pool's threads; it only ever becomes True).
+        self.used = pending > 0
+
+    def _batch(self, index: int) -> int:
+        if index < self._pending:
+            return 0
+        own = index - self._pending
+        return own // STAMP_BATCH + (1 if self._pending else 0)
 
     def mark(self, index: int) -> str:
-        return f"{self._run_id}/{index // STAMP_BATCH:06d}"
+        return f"{self._run_id}/{self._batch(index):06d}"
 
     def hold(self) -> None:
         """No stamp for this run at all."""
@@ -257,14 +272,11 @@ class _Stamps:
         if blocks:
             self._held = True
             return None
-        self._done[index // STAMP_BATCH] += 1
+        self._done[self._batch(index)] += 1
         before = self._next
-        while self._next * STAMP_BATCH < self._total and self._done[self._next] == min(
-            STAMP_BATCH, self._total - self._next * STAMP_BATCH
-        ):
+        while self._next < self._batches and self._done[self._next] == self._sizes[self._next]:
             self._next += 1
-        complete = self._next * STAMP_BATCH >= self._total
-        if self._next == before or complete:
+        if self._next == before or self._next == self._batches:
             return None  # nothing new, or the final stamp (with lastSyncedTime) says it
         return f"{self._run_id}/{self._next - 1:06d}"
 
@@ -275,9 +287,8 @@ class _Stamps:
 
 def _stamp_batches(cluster: Cluster, location: str, namespace: str, through: str) -> None:
     """Best effort: a failed intermediate stamp only leaves more for a later run to check."""
-    patch = {"metadata": {"annotations": {rewrite.COMPLETE_THROUGH_ANNOTATION: through}}}
     try:
-        cluster.patch_merge(BACKUP_STORAGE_LOCATION, location, namespace, patch)
+        _stamp(cluster, location, namespace, through, {})
     except ClusterError as exc:
         log.warning(
             "cannot stamp finished backups complete",
@@ -444,6 +455,7 @@ class _BackupSyncer:
             if not isinstance(annotations, dict):
                 annotations = backup["metadata"]["annotations"] = {}
             annotations[rewrite.RUN_ANNOTATION] = run_mark
+            self._stamps.used = True
         try:
             created = self._cluster.create(BACKUP, backup)
         except AlreadyExists:
@@ -879,12 +891,49 @@ def patch_last_synced(
     that the location's Backups are complete through). Velero's BSL CRD has no status
     subresource, so the main resource takes it; when a CRD has one, the server drops the
     status part of that patch, and the /status subresource gets it instead."""
-    patch: Obj = {"status": {"lastSyncedTime": stamp}}
-    if complete_through is not None:
-        patch["metadata"] = {"annotations": {rewrite.COMPLETE_THROUGH_ANNOTATION: complete_through}}
-    patched = cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch)
+    status: Obj = {"status": {"lastSyncedTime": stamp}}
+    patched = _stamp(cluster, name, namespace, complete_through, status)
     if (patched.get("status") or {}).get("lastSyncedTime") != stamp:
-        cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch, subresource="status")
+        cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, status, subresource="status")
+
+
+_STAMP_ATTEMPTS = 3
+
+
+def _stamp(cluster: Cluster, name: str, namespace: str, through: str | None, rest: Obj) -> Obj:
+    """Merge-patch ``rest`` and, when ``through`` is later than the location's current
+    stamp, the stamp with it. The stamp never moves back: a run finishing after a later
+    one (two runs at once) would otherwise make that one's Backups look pending. The
+    location is read first and the patch carries its resourceVersion, so a stamp written
+    in between makes the server answer 409 and the check runs again."""
+    for _attempt in range(_STAMP_ATTEMPTS):
+        patch = copy.deepcopy(rest)
+        if through is not None:
+            current = cluster.get(BACKUP_STORAGE_LOCATION, name, namespace) or {}
+            meta = current.get("metadata") or {}
+            seen = str(
+                (meta.get("annotations") or {}).get(rewrite.COMPLETE_THROUGH_ANNOTATION) or ""
+            )
+            if seen >= through:
+                through = None  # a later run got there first
+            else:
+                patch["metadata"] = {
+                    "annotations": {rewrite.COMPLETE_THROUGH_ANNOTATION: through},
+                    **(
+                        {"resourceVersion": meta["resourceVersion"]}
+                        if meta.get("resourceVersion")
+                        else {}
+                    ),
+                }
+        if not patch:
+            return {}
+        try:
+            return cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, patch)
+        except ClusterError as exc:
+            if exc.status != 409 or through is None:
+                raise
+    # Still racing: the status, without a stamp (a later run checks those Backups again).
+    return cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, rest) if rest else {}
 
 
 def bounded_map(

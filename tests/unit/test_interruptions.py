@@ -46,7 +46,7 @@ from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
 from worker.rewrite import RUN_ANNOTATION as RUN
 from worker.run import run
 from worker.shutdown import Shutdown
-from worker.sync import STAMP_BATCH, _Stamps, bounded_map
+from worker.sync import STAMP_BATCH, SyncOptions, _Stamps, bounded_map, sync_location
 
 Obj = dict[str, Any]
 
@@ -328,6 +328,32 @@ def test_a_run_killed_late_leaves_only_its_unstamped_batch_pending(
     assert pending(env.cluster) == []
 
 
+def test_no_stamp_before_every_earlier_pending_backup_is_complete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stamp of this run covers every earlier run's marks: written after the first batch
+    of many pending Backups, it would declare the rest complete before they are, and a kill
+    then would lose them. The pending Backups are one batch, stamped only once all are in."""
+    monkeypatch.setattr("worker.sync.STAMP_BATCH", 2)
+    env = Env(cluster=DyingCluster(dies_at=0))
+    for i in range(5):
+        env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])
+        crashed = cluster_backup(f"b{i}", "default")
+        crashed["metadata"]["annotations"] = {RUN: "2026-03-01T11:00:00.000000Z-000000/000000"}
+        env.cluster.add(BACKUP, crashed)
+    # writes of the resume: p0, p1, p2, p3 | p4 dies
+    env.cluster.dies_at = 5
+
+    with pytest.raises(Killed):
+        env.sync()
+
+    assert env.stamp() is None
+    assert pending(env.cluster) == ["b0", "b1", "b2", "b3", "b4"]
+    env.cluster.dies_at = 0
+    assert env.sync().resumed == 5
+    assert pending(env.cluster) == []
+
+
 def test_a_backup_of_an_unfinished_run_is_completed_by_the_next_run() -> None:
     """The run annotation is later than the location's stamp: the run that created it never
     stamped the location (killed, interrupted, failed before its status patch)."""
@@ -374,7 +400,7 @@ def test_an_unfinished_runs_backup_gone_from_the_store_is_marked_pending_before_
 
     assert report.errors == [] and report.resumed == 0
     assert annotations(env, "gone")[MARK] == "true"
-    assert env.stamp() is not None
+    assert pending(env.cluster) == ["gone"]  # whatever a later stamp says
 
 
 def test_completion_creates_csi_objects_too() -> None:
@@ -779,3 +805,23 @@ def test_a_bug_escaping_the_run_thread_is_raised_not_reported_as_success(
     monkeypatch.setattr(cli, "run", broken_run)
     with pytest.raises(KeyError, match="a bug"):
         cli._run_until_done_or_grace_over(settings(), None, Shutdown(), RunReport(namespace=NS))
+
+
+def test_a_stamp_never_moves_back() -> None:
+    """Two runs at once: the one that started first finishes last. Its stamp must not
+    replace the later run's, or that run's Backups would look pending again."""
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    later = "2099-01-01T00:00:00.000000Z-000000/~"
+    bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
+    bsl["metadata"]["annotations"] = {COMPLETE_THROUGH: later}
+    stale = copy.deepcopy(bsl)
+    stale["metadata"]["annotations"] = {}  # what the run listed at its start
+
+    report = LocationReport(name="default")
+    sync_location(
+        stale, env.backup_store(), env.cluster, SyncOptions(NS, False, 1, lambda: NOW), report
+    )
+
+    assert report.created == 1
+    assert env.stamp() == later
