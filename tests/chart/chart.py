@@ -34,7 +34,7 @@ ROLE_RULES: list[Obj] = [
     {
         "apiGroups": ["velero.io"],
         "resources": ["backupstoragelocations"],
-        "verbs": ["list", "patch"],
+        "verbs": ["list", "get", "patch"],
     },
     {
         "apiGroups": ["velero.io"],

@@ -75,6 +75,7 @@ MATRIX: list[Check] = [
     # --- what the worker does: each call, allowed ---
     allow("full", "list", f"{V}/backupstoragelocations", VELERO),
     allow("full", "patch", f"{V}/backupstoragelocations", VELERO, "default"),
+    allow("full", "get", f"{V}/backupstoragelocations", VELERO, "default"),
     allow("full", "patch", f"{V}/backupstoragelocations/status", VELERO, "default"),
     allow("full", "list", f"{V}/backups", VELERO),
     allow("full", "create", f"{V}/backups", VELERO),
@@ -127,7 +128,7 @@ MATRIX: list[Check] = [
     deny("full", "get", f"{V}/schedules", OTHER, "nightly"),
     deny("full", "create", "events.k8s.io/events", OTHER),
     # --- in the Velero namespace, nothing beyond those calls ---
-    deny("full", "get", f"{V}/backupstoragelocations", VELERO, "default"),
+    deny("full", "get", f"{V}/backupstoragelocations", OTHER, "default"),
     deny("full", "watch", f"{V}/backupstoragelocations", VELERO),
     deny("full", "create", f"{V}/backupstoragelocations", VELERO),
     deny("full", "update", f"{V}/backupstoragelocations", VELERO, "default"),
