@@ -22,6 +22,7 @@ from worker.profile import VeleroProfile
 from worker.settings import Settings
 from worker.storage import ObjectStore
 from worker.storage.layout import MAX_METADATA_BYTES, BackupStore
+from worker.sync import summarize
 
 Obj = dict[str, Any]
 # (location) -> the opened store and what to close; raises ConfigError, LocationError
@@ -265,12 +266,10 @@ class Explainer:
 def _present(backup: Obj, ours: bool, where: str, location: Obj) -> str:
     if not ours:
         return f"in the cluster already, from location {_label(backup) or '(none)'}: skipped here"
-    annotations = (backup.get("metadata") or {}).get("annotations") or {}
     stamp = ((location.get("metadata") or {}).get("annotations") or {}).get(
         rewrite.COMPLETE_THROUGH_ANNOTATION, ""
     )
-    run = str(annotations.get(rewrite.RUN_ANNOTATION) or "")
-    if rewrite.DEPENDENTS_PENDING_ANNOTATION in annotations or (run and run > stamp):
+    if summarize(backup).pending(str(stamp), ""):
         return f"in the cluster, synced by {where}; its dependents are completed on its next run"
     return f"in the cluster, synced by {where}"
 

@@ -327,7 +327,7 @@ def _cluster_backups(
     """One paginated list of the namespace's Backups, reduced to what the sync needs.
     None when listing failed: the sync goes on as if the cluster had none (Velero does)."""
     try:
-        return [_summarize(b) for b in cluster.list(BACKUP, namespace)]
+        return [summarize(b) for b in cluster.list(BACKUP, namespace)]
     except ClusterError as exc:
         log.error(
             "cannot list Backups in the cluster; syncing as if it had none",
@@ -336,7 +336,8 @@ def _cluster_backups(
         return None
 
 
-def _summarize(backup: Obj) -> ClusterBackup:
+def summarize(backup: Obj) -> ClusterBackup:
+    """The fields of a Backup from the API that the sync (and explain) look at."""
     meta = backup.get("metadata") or {}
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
@@ -498,7 +499,7 @@ class _BackupSyncer:
             return
         if existing is None:
             return  # deleted meanwhile
-        found = _summarize(existing)
+        found = summarize(existing)
         # This run's own id counts here: a create of ours whose answer was lost.
         if not found.pending(self._complete_through, "") or found.location_label != (
             rewrite.valid_label(self._location)
@@ -765,7 +766,7 @@ def _delete_orphans(
         # The first listing failed; list this location's Backups as Velero does.
         selector = f"{rewrite.STORAGE_LOCATION_LABEL}={rewrite.valid_label(location)}"
         try:
-            existing = [_summarize(b) for b in cluster.list(BACKUP, options.namespace, selector)]
+            existing = [summarize(b) for b in cluster.list(BACKUP, options.namespace, selector)]
         except ClusterError as exc:
             log.error("cannot list Backups; deleting no orphans", extra={**ctx, "error": str(exc)})
             report.errors.append(ItemFailure(f"Backups of location {location}", str(exc)))
