@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,7 +115,12 @@ def _bin_dir() -> Path:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     """A running etcd + kube-apiserver with the project's CRDs applied (BSL without /status)."""
-    cp = ControlPlane(_bin_dir())
+    yield from running_control_plane()
+
+
+def running_control_plane(apiserver_args: Sequence[str] = ()) -> Iterator[ControlPlane]:
+    """Start a control plane with the project's CRDs, yield it, stop it (for fixtures)."""
+    cp = ControlPlane(_bin_dir(), apiserver_args=apiserver_args)
     try:
         cp.start()
         cp.apply_crds()

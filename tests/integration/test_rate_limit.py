@@ -13,7 +13,7 @@ import pytest
 
 from harness.controlplane import ControlPlane
 from harness.seed import SeedBackup
-from tests.conftest import _bin_dir
+from tests.conftest import running_control_plane
 from tests.integration.env import SyncEnv
 
 pytestmark = pytest.mark.integration
@@ -57,13 +57,7 @@ def test_explicit_flags_win(control_plane: ControlPlane, velero_namespace: str, 
 
 @pytest.fixture(scope="module")
 def control_plane_without_apf() -> Iterator[ControlPlane]:
-    cp = ControlPlane(_bin_dir(), apiserver_args=["--enable-priority-and-fairness=false"])
-    try:
-        cp.start()
-        cp.apply_crds()
-        yield cp
-    finally:
-        cp.stop()
+    yield from running_control_plane(["--enable-priority-and-fairness=false"])
 
 
 def test_without_priority_and_fairness_velero_s_limits(
