@@ -14,6 +14,7 @@ from typing import TextIO, TypeVar
 
 from worker import __version__
 from worker.cluster import pod_namespace
+from worker.durations import parse_go_duration
 from worker.errors import ClusterError, ConfigError
 from worker.locations import Shard
 from worker.logs import configure as configure_logging
@@ -24,7 +25,7 @@ from worker.ratelimit import VELERO_BURST
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, RunReport
 from worker.retry import RetryPolicy
 from worker.run import explain, run
-from worker.settings import Settings, parse_features, parse_go_duration
+from worker.settings import Settings, parse_features
 from worker.shutdown import Shutdown, install
 
 DEFAULTS = Settings(namespace="velero")

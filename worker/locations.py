@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker.durations import parse_go_duration
 from worker.errors import ConfigError
-from worker.settings import parse_go_duration
 
 Location = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""Go ``time.ParseDuration`` semantics of worker.settings.parse_go_duration."""
+"""Go ``time.ParseDuration`` semantics of worker.durations.parse_go_duration."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from worker.durations import parse_go_duration
 from worker.errors import ConfigError
-from worker.settings import parse_features, parse_go_duration
+from worker.settings import parse_features
 
 
 @pytest.mark.parametrize(
