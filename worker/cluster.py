@@ -16,7 +16,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import quote
 
@@ -96,11 +95,9 @@ class Cluster(Protocol):
         """The decoded value of one key of a Secret. Raises NotFound, ConfigError."""
         ...
 
-    def record_event(
-        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
-    ) -> None:
-        """Record an events.k8s.io/v1 Event about ``regarding`` (in its namespace).
-        Raises ClusterError; callers treat events as best effort (worker.events)."""
+    def create_event(self, body: Obj) -> None:
+        """Create an events.k8s.io/v1 Event (worker.events builds it) in its namespace.
+        Raises ClusterError; callers treat events as best effort."""
         ...
 
 
@@ -368,20 +365,13 @@ class KubeCluster:
         )
         return _secret_value(secret, name, key)
 
-    def record_event(
-        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
-    ) -> None:
+    def create_event(self, body: Obj) -> None:
         # One attempt, no retries: an event is not worth delaying the run for.
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
-        from worker.events import event_body, reporting_instance
-
-        body = event_body(
-            regarding, event_type, reason, action, note, datetime.now(UTC), reporting_instance()
-        )
         namespace = body["metadata"]["namespace"]
-        what = f"create Event {reason} in {namespace}"
+        what = f"create Event {body.get('reason')} in {namespace}"
         try:
             self._limiter.acquire()
             events = client.EventsV1Api(self._api)
@@ -453,11 +443,9 @@ class PlanningCluster:
     def read_secret(self, namespace: str, name: str, key: str) -> bytes:
         return self._inner.read_secret(namespace, name, key)
 
-    def record_event(
-        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
-    ) -> None:
-        meta = regarding.get("metadata") or {}
+    def create_event(self, body: Obj) -> None:
+        regarding = body.get("regarding") or {}
         self._record(
-            f"would record {event_type} event {reason} on {regarding.get('kind')} "
-            f"{meta.get('namespace')}/{meta.get('name')}"
+            f"would record {body.get('type')} event {body.get('reason')} on "
+            f"{regarding.get('kind')} {regarding.get('namespace')}/{regarding.get('name')}"
         )

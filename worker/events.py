@@ -13,13 +13,11 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
+from worker.cluster import Cluster
 from worker.report import LocationReport, Outcome
-
-if TYPE_CHECKING:
-    from worker.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +91,10 @@ def location_events(report: LocationReport) -> list[EventSpec]:
 
 def record_location_events(cluster: Cluster, location: Obj, report: LocationReport) -> None:
     """Record this run's Events on the location; never raises."""
+    instance = reporting_instance()
     for spec in location_events(report):
         try:
-            cluster.record_event(location, spec.type, spec.reason, spec.action, spec.note)
+            cluster.create_event(event_body(location, spec, datetime.now(UTC), instance))
         except Exception as exc:  # an event is never worth failing the run for
             log.warning(
                 "cannot record event",
@@ -115,15 +114,7 @@ def _cut(text: str, max_bytes: int) -> str:
     return data[: max_bytes - len("…".encode())].decode(errors="ignore") + "…"
 
 
-def event_body(
-    regarding: Obj,
-    event_type: str,
-    reason: str,
-    action: str,
-    note: str,
-    now: datetime,
-    instance: str,
-) -> Obj:
+def event_body(regarding: Obj, spec: EventSpec, now: datetime, instance: str) -> Obj:
     """An events.k8s.io/v1 Event about ``regarding``, in its namespace, within the API's
     length limits."""
     meta = regarding.get("metadata") or {}
@@ -150,9 +141,9 @@ def event_body(
         "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance[:FIELD_MAX],
-        "action": action[:FIELD_MAX],
-        "reason": reason[:FIELD_MAX],
-        "type": event_type,
-        "note": _cut(note, NOTE_MAX_BYTES),
+        "action": spec.action[:FIELD_MAX],
+        "reason": spec.reason[:FIELD_MAX],
+        "type": spec.type,
+        "note": _cut(spec.note, NOTE_MAX_BYTES),
         "regarding": ref,
     }

@@ -14,7 +14,6 @@ import itertools
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from worker.cluster import SECRET, Kind
@@ -26,7 +25,6 @@ from worker.errors import (
     ObjectTooLarge,
     StoreError,
 )
-from worker.events import event_body
 
 Obj = dict[str, Any]
 
@@ -159,16 +157,11 @@ class FakeCluster:
             self.writes.append(("patch", kind.plural, name))
         return copy.deepcopy(obj)
 
-    def record_event(
-        self, regarding: Obj, event_type: str, reason: str, action: str, note: str
-    ) -> None:
+    def create_event(self, body: Obj) -> None:
         self.calls.append(("create", "events"))
         if ("create", "events") in self.fail_on:
             raise self.fail_on[("create", "events")]
-        now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-        self.events.append(
-            event_body(regarding, event_type, reason, action, note, now, "test-instance")
-        )
+        self.events.append(copy.deepcopy(body))
 
     def read_secret(self, namespace: str, name: str, key: str) -> bytes:
         self._check("get", SECRET, name)

@@ -17,7 +17,7 @@ from tests.unit.helpers import NOW, NS, bsl, cluster_backup, opener, settings
 from worker import rewrite
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, PlanningCluster
 from worker.errors import ClusterError, StoreError
-from worker.events import NOTE_MAX_BYTES, event_body, location_events
+from worker.events import NOTE_MAX_BYTES, EventSpec, event_body, location_events
 from worker.metrics import push_metrics
 from worker.report import ItemFailure, LocationReport, Outcome, RunReport
 from worker.run import run
@@ -145,7 +145,8 @@ def test_dry_run_records_no_events() -> None:
 
 def test_planning_cluster_plans_an_event() -> None:
     planner = PlanningCluster(FakeCluster())
-    planner.record_event(bsl("main"), "Warning", "ItemsFailed", "Sync", "x")
+    spec = EventSpec("Warning", "ItemsFailed", "Sync", "x")
+    planner.create_event(event_body(bsl("main"), spec, NOW, "i"))
     assert planner.actions == [
         f"would record Warning event ItemsFailed on BackupStorageLocation {NS}/main"
     ]
@@ -162,7 +163,8 @@ def test_items_note_names_three_and_counts_the_rest() -> None:
 def test_event_body_within_api_limits() -> None:
     regarding = bsl("main")
     regarding["metadata"]["uid"] = "u-1"
-    body = event_body(regarding, "Warning", "R" * 300, "A" * 300, "é" * 5000, NOW, "i" * 300)
+    spec = EventSpec("Warning", "R" * 300, "A" * 300, "é" * 5000)
+    body = event_body(regarding, spec, NOW, "i" * 300)
     assert len(body["note"].encode()) <= NOTE_MAX_BYTES
     assert len(body["reason"]) == len(body["action"]) == len(body["reportingInstance"]) == 128
     assert body["eventTime"] == "2026-03-01T12:00:00.000000Z"
