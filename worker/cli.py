@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TextIO, TypeVar
@@ -370,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore_signals()
     if not finished:
         report.abandon(shutdown.reason)
-    print(_render(report, settings.log_format), flush=True)
+    print(report.render(settings.log_format), flush=True)
     if shutdown.requested:
         # Work abandoned after the grace period may still hold threads; do not wait for
         # them (what they left half done carries the in-progress mark).
@@ -431,13 +430,3 @@ def _run_until_done_or_grace_over(
     if escaped:
         raise escaped[0]
     return True
-
-
-def _render(report: RunReport, fmt: str) -> str:
-    """The summary; an abandoned run may still be changing the report while it is read."""
-    for _attempt in range(3):
-        try:
-            return report.render(fmt)
-        except RuntimeError:  # a dict changed size during iteration
-            time.sleep(0.05)
-    return report.render(fmt)

@@ -4,6 +4,7 @@ rendered as one text line per location or one JSON document; and the exit code."
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,6 +40,12 @@ class ItemFailure:
 
 
 SKIPPED_NAMES = 100
+
+# The summary may be printed while an abandoned run's thread still records skips (after
+# the grace period): a skip is two writes, and the summary is rendered from one snapshot
+# taken under this lock, never from a state halfway between. One lock for all reports:
+# each write under it is a few dict operations.
+_SNAPSHOT = threading.Lock()
 
 # Skip reasons, as they appear in summaries.
 SKIP_ALREADY_EXISTS = "already exists"
@@ -90,10 +97,11 @@ class LocationReport:
         self.warnings.append(message)
 
     def skip(self, reason: str, backup: str) -> None:
-        self.skipped[reason] += 1
-        names = self.skipped_names.setdefault(reason, [])
-        if len(names) < SKIPPED_NAMES:
-            names.append(backup)
+        with _SNAPSHOT:
+            self.skipped[reason] += 1
+            names = self.skipped_names.setdefault(reason, [])
+            if len(names) < SKIPPED_NAMES:
+                names.append(backup)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,7 +116,7 @@ class LocationReport:
             "resumed": self.resumed,
             "skipped": dict(sorted(self.skipped.items())),
             "skippedBackups": {
-                reason: {"count": self.skipped[reason], "first": names}
+                reason: {"count": self.skipped[reason], "first": list(names)}
                 for reason, names in sorted(self.skipped_names.items())
             },
             "podVolumeBackupsCreated": self.pod_volume_backups,
@@ -213,8 +221,13 @@ class RunReport:
         }
 
     def render(self, fmt: str) -> str:
-        if fmt == "json":
-            return json.dumps(self.as_dict(), sort_keys=False)
+        """The summary, from one snapshot of the report (see _SNAPSHOT)."""
+        with _SNAPSHOT:
+            if fmt == "json":
+                return json.dumps(self.as_dict(), sort_keys=False)
+            return self._text()
+
+    def _text(self) -> str:
         mode = " (dry run: nothing written)" if self.dry_run else ""
         lines = [
             f"backup-sync summary for namespace {self.namespace}{mode}",
