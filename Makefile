@@ -9,6 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: all setup control-plane tools bench-tools velero-tools demo test lint unit bench image clean help
+.PHONY: bench-shards
 .PHONY: conformance conformance-all
 
 all: test
@@ -78,6 +79,11 @@ demo: control-plane
 # own sync beside the worker, at N = 1,000 and 5,000).
 bench: control-plane bench-tools velero-tools
 	$(BIN)/python -m bench
+
+# Rewrites docs/benchmark-shards.{md,json}: 40 locations x 500 backups synced by one worker
+# and by 4 shards started together, best of 2; ~30 min on 2 cores (docs/performance.md).
+bench-shards: control-plane bench-tools
+	$(BIN)/python -m bench.shards
 
 # The image, with the base version pinned in hack/versions.env and the package's version.
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' worker/__init__.py)

@@ -9,6 +9,7 @@ request counters (or moto's access log).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,26 +169,29 @@ class BenchEnv(Service):
     def velero_namespace(self, name: str, prefix: str) -> str:
         """A fresh namespace with a default BSL reading ``prefix`` of the bucket through
         toxiproxy (credentials: ``child_env``)."""
-        cp = self._cp()
-        cp.create_namespace(name)
+        self._cp().create_namespace(name)
+        self.add_location(name, "default", prefix, default=True)
+        return name
+
+    def add_location(self, namespace: str, name: str, prefix: str, *, default: bool) -> None:
+        """A BSL ``name`` in ``namespace`` reading ``prefix`` of the bucket through toxiproxy."""
         config = dict(self.store.location_config(BUCKET))
         config["s3Url"] = f"http://127.0.0.1:{self.proxy_port}"
         self._ok(
             "POST",
-            f"/apis/velero.io/v1/namespaces/{name}/backupstoragelocations",
+            f"/apis/velero.io/v1/namespaces/{namespace}/backupstoragelocations",
             {
                 "apiVersion": "velero.io/v1",
                 "kind": "BackupStorageLocation",
-                "metadata": {"name": "default"},
+                "metadata": {"name": name},
                 "spec": {
                     "provider": "aws",
-                    "default": True,
+                    "default": default,
                     "objectStorage": {"bucket": BUCKET, "prefix": prefix},
                     "config": config,
                 },
             },
         )
-        return name
 
     def delete_namespace(self, name: str) -> None:
         """Best effort: a namespace with tens of thousands of objects may outlast the
@@ -195,6 +200,25 @@ class BenchEnv(Service):
             self._cp().delete_namespace(name)
         except (ControlPlaneError, OSError) as exc:
             print(f"bench: namespace {name} not deleted: {exc}", flush=True)
+
+    def drain(self, namespace: str, plurals: Sequence[str], timeout: float = 1800.0) -> None:
+        """Delete every object of ``plurals`` in ``namespace`` and wait until none is left,
+        so that the API server's work on them does not land on the next measured run. A
+        collection delete of tens of thousands of objects outlasts the request timeouts
+        and goes on behind them: it is sent again only once the count stops falling."""
+        deadline = time.monotonic() + timeout
+        for plural in plurals:
+            path = f"/apis/velero.io/v1/namespaces/{namespace}/{plural}"
+            left = self.count_quick(namespace, plural)
+            while left:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{left} {plural} still in {namespace} after {timeout}s")
+                with contextlib.suppress(OSError):  # the client gave up, the server did not
+                    self._cp().request("DELETE", path, timeout=120)
+                while 0 < (now := self.count_quick(namespace, plural)) < left:
+                    left = now
+                    time.sleep(1)
+                left = now
 
     def count_objects(self, namespace: str, plural: str) -> int:
         """How many objects of ``plural`` the namespace holds (paged, as admin)."""

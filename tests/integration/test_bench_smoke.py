@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import shards
 from bench.__main__ import main
 from bench.run import (
     CEILING,
@@ -41,14 +42,19 @@ def _unavailable(message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def tools() -> None:
-    """toxiproxy, MinIO and the real Velero with its AWS plugin, built from their Go modules
-    (CI builds them beforehand: make bench-tools velero-tools)."""
+def bench_tools() -> None:
+    """toxiproxy and MinIO, built from their Go modules (CI builds them beforehand: make
+    bench-tools)."""
     try:
         for name in ("toxiproxy", "minio"):
             tool_path(name, build=not in_ci())
     except ToolUnavailable as exc:
         _unavailable(f"benchmark tools unavailable: {exc}")
+
+
+@pytest.fixture(scope="module")
+def tools(bench_tools: None) -> None:
+    """And the real Velero with its AWS plugin (make velero-tools)."""
     try:
         velero_binary(pinned_versions()[0], build=not in_ci())
         aws_plugin_binary(build=not in_ci())
@@ -164,3 +170,47 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
     assert "≥ 3.5x faster than Velero's own sync | not measured" in report
     assert "no per-backup request" in report
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shards_benchmark_smoke(bench_tools: None, tmp_path: Path) -> None:
+    """``make bench-shards`` at 4 locations of 3 backups, one worker against 2 shards."""
+    locations, backups = 4, 3
+    code = shards.main(
+        [
+            *("--locations", str(locations), "--backups", str(backups), "--shards", "1,2"),
+            *("--repeat", "1", "--latency-ms", "5", "--out", str(tmp_path)),
+        ]
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "benchmark-shards.json").read_text())
+    rows = {m["shards"]: m for m in results["measurements"]}
+    assert set(rows) == {1, 2}
+    names = [shards.location_name(i) for i in range(locations)]
+    for count, row in rows.items():
+        assert row["verified"] == {
+            "locationsSyncedOnce": locations,
+            "lastSyncedTime": locations,
+            "backups": locations * backups,
+            "podVolumeBackups": 2 * locations * backups,
+        }
+        # One worker per shard, each listing the locations once and taking its own.
+        assert [w["shard"] for w in row["workers"]] == list(range(count))
+        assert sorted(n for w in row["workers"] for n in w["locations"]) == names
+        assert row["api"]["list backupstoragelocations"] == count
+        assert row["seconds"] == max(w["seconds"] for w in row["workers"])
+        assert row["cpuSeconds"] > 0 and row["serverCpuSeconds"]["kube-apiserver"] > 0
+    split = [len(w["locations"]) for w in rows[2]["workers"]]
+    assert sorted(split) == [1, 3]  # the stable hash of tenant-00..03, not an even split
+    # Sharding adds no write: the same creates and status patches as one worker.
+    writes = [
+        {k: v for k, v in row["api"].items() if k.split()[0] in ("create", "patch")}
+        for row in rows.values()
+    ]
+    assert writes[0] == writes[1]
+    assert writes[0]["create backups"] == locations * backups
+    assert writes[0]["patch backupstoragelocations"] == locations
+
+    report = (tmp_path / "benchmark-shards.md").read_text()
+    assert "| shards | wall (s) | vs 1 shard | per-shard wall (s) | locations per shard" in report
+    assert "| 1 / 3 |" in report or "| 3 / 1 |" in report
+    assert "the largest shard held 3 of 4 locations (75%, 50% would be even)" in report
