@@ -1,7 +1,8 @@
 """Velero version profiles: the sync behaviour that changed between Velero 1.15 and 1.18.
 
 The Backups this worker creates are read by the user's own Velero server, so it syncs the
-way that server's version does (``../shared/design.md`` §6, checked in the module sources).
+way that server's version does (each difference, its Velero pull request and its test:
+``docs/velero-differences.md``; checked in the Velero module sources).
 ``--velero-version auto`` reads the image tag of the Velero Deployment; when it cannot, it
 falls back to the oldest supported line and says so in the summary.
 """

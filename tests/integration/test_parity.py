@@ -1,7 +1,7 @@
 """Velero parity on the real control plane and an S3 emulator: what a running Velero does and
 never more (a prefix cleaned as Go's path.Join cleans it, the orphan CSI clean-up scoped as
 Velero's namespaced cache scopes it) and the version profiles of --velero-version, each
-boundary asserted on the same bucket (../shared/design.md §6)."""
+boundary asserted on the same bucket (docs/velero-differences.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Velero version profiles (worker.profile): parsing --velero-version, reading the version of
 the Velero Deployment's image for ``auto``, and what the sync does differently per version
-(../shared/design.md §6)."""
+(docs/velero-differences.md)."""
 
 from __future__ import annotations
 
