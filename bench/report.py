@@ -511,7 +511,7 @@ README_END = "<!-- benchmark:end -->"
 
 
 def readme_section(results: dict[str, Any]) -> str:
-    """The compact table and the targets, for the README (details in docs/benchmark.md)."""
+    """The lead, the plot and the targets, for the README (every run: docs/benchmark.md)."""
     rows = [r for r in best(results["measurements"]) if not is_large_file_row(r)]
     machine, plan = results["machine"], results["plan"]
     velero = f", beside the real Velero {plan['velero']}" if plan.get("velero") else ""
@@ -521,22 +521,12 @@ def readme_section(results: dict[str, Any]) -> str:
         f"{machine['memoryGiB']} GiB; kube-apiserver {machine['kubeApiserver']} + etcd "
         f"{machine['etcd']}, {plan['store']} behind toxiproxy {machine['toxiproxy']} "
         f"(+{plan['latencyMs']} ms per store response){velero}, all on that one machine; "
-        f"ceilings, full sync and steady state best of {plan.get('repeat', 1)} runs. How it "
-        "was measured, request breakdowns and per-process CPU: "
-        "[docs/benchmark.md](docs/benchmark.md), [docs/performance.md](docs/performance.md).",
+        f"ceilings, full sync and steady state best of {plan.get('repeat', 1)} runs. Every "
+        "run, request breakdowns and per-process CPU: [docs/benchmark.md](docs/benchmark.md); "
+        "what limits them: [docs/performance.md](docs/performance.md).",
         "",
         "![wall time against N; speed-up over Velero's own sync](docs/benchmark.png)",
-        "",
-        "| N | run | limits | wall (s) | vs Velero | API requests | store requests "
-        "| peak RSS (MiB) |",
-        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in _ordered(rows):
-        lines.append(
-            f"| {r['n']:,} | {r['case']} | {_limits(r)} | {r['seconds']:.1f} | "
-            f"{_vs_velero(rows, r)} | {r['apiRequests']:,} | {r['storeRequests']:,} | "
-            f"{r['peakRssMiB']:.0f} |"
-        )
     judged = targets(results)
     if judged:
         lines += ["", "| target | measured | met |", "|---|---|---|"]
