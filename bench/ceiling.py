@@ -30,8 +30,8 @@ from harness.seed import backup_document, pod_volume_backup_documents
 from worker import rewrite
 from worker.cluster import BACKUP, POD_VOLUME_BACKUP, KubeCluster
 from worker.errors import AlreadyExists, ClusterError
+from worker.pool import bounded_map
 from worker.retry import RetryPolicy
-from worker.sync import bounded_map
 
 LOCATION = "default"
 MARK = rewrite.DEPENDENTS_PENDING_ANNOTATION

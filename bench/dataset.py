@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from harness.seed import SeedBackup, backup_objects
-from worker.sync import bounded_map
+from worker.pool import bounded_map
 
 Put = Callable[[str, bytes], None]
 

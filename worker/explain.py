@@ -15,6 +15,7 @@ from typing import Any
 
 from worker import rewrite
 from worker.cluster import BACKUP, SCHEDULE, Cluster
+from worker.cluster_backups import summarize
 from worker.errors import ClusterError, ConfigError, ItemError, LocationError
 from worker.guard import MassDeletionGuard
 from worker.locations import due_check, name_of, order_default_first, selected
@@ -22,7 +23,6 @@ from worker.profile import VeleroProfile
 from worker.settings import Settings
 from worker.storage import ObjectStore
 from worker.storage.layout import MAX_METADATA_BYTES, BackupStore
-from worker.sync import summarize
 
 Obj = dict[str, Any]
 # (location) -> the opened store and what to close; raises ConfigError, LocationError

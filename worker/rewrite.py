@@ -200,6 +200,28 @@ def backup_for_cluster(
     return out
 
 
+# The in-progress mark, set and removed (the bucket's own copies are dropped above).
+
+
+def with_run_mark(backup: Obj, run_mark: str) -> Obj:
+    """The Backup to create, carrying the run (and batch) that creates it: set in the create
+    itself, so a Backup with dependents needs no write of its own."""
+    meta = backup.get("metadata")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    annotations = meta.get("annotations")
+    meta["annotations"] = {
+        **(annotations if isinstance(annotations, dict) else {}),
+        RUN_ANNOTATION: run_mark,
+    }
+    return {**backup, "metadata": meta}
+
+
+def pending_mark_patch(pending: bool) -> Obj:
+    """The merge patch that sets the dependents-pending mark (``pending``) or removes it."""
+    value = "true" if pending else None
+    return {"metadata": {"annotations": {DEPENDENTS_PENDING_ANNOTATION: value}}}
+
+
 def pod_volume_backup_for_cluster(
     pvb: Obj, backup_name: str, backup_uid: str, namespace: str, location: str
 ) -> Obj:

@@ -34,6 +34,7 @@ from worker.cluster import (
     Kind,
 )
 from worker.errors import AlreadyExists, ClusterError, Interrupted
+from worker.pool import bounded_map
 from worker.report import (
     EXIT_LOCATION_FAILED,
     SKIP_ALREADY_EXISTS,
@@ -46,7 +47,8 @@ from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
 from worker.rewrite import RUN_ANNOTATION as RUN
 from worker.run import run
 from worker.shutdown import Shutdown
-from worker.sync import STAMP_BATCH, SyncOptions, _Stamps, bounded_map, sync_location
+from worker.stamps import STAMP_BATCH, Stamps
+from worker.sync import SyncOptions, sync_location
 
 Obj = dict[str, Any]
 
@@ -274,7 +276,7 @@ def test_a_failed_removal_of_the_pending_mark_is_an_item_error_and_the_next_run_
 
 
 def test_stamps_follow_the_finished_batches_in_work_order() -> None:
-    stamps = _Stamps("r", 5 * STAMP_BATCH // 2)  # two whole batches and a half
+    stamps = Stamps("r", 5 * STAMP_BATCH // 2)  # two whole batches and a half
     second_batch = range(STAMP_BATCH, 2 * STAMP_BATCH)
     assert [stamps.finished(i, False) for i in second_batch] == [None] * STAMP_BATCH
     reached = [stamps.finished(i, False) for i in range(STAMP_BATCH)]
@@ -287,7 +289,7 @@ def test_stamps_follow_the_finished_batches_in_work_order() -> None:
 
 
 def test_a_blocked_item_holds_every_later_stamp() -> None:
-    stamps = _Stamps("r", 2 * STAMP_BATCH)
+    stamps = Stamps("r", 2 * STAMP_BATCH)
     assert stamps.finished(0, True) is None
     assert [stamps.finished(i, False) for i in range(1, 2 * STAMP_BATCH)] == [None] * (
         2 * STAMP_BATCH - 1
@@ -297,7 +299,7 @@ def test_a_blocked_item_holds_every_later_stamp() -> None:
 
 def test_a_long_location_is_stamped_as_its_batches_finish(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed late leaves only its unfinished batches to check, not all it created."""
-    monkeypatch.setattr("worker.sync.STAMP_BATCH", 2)
+    monkeypatch.setattr("worker.stamps.STAMP_BATCH", 2)
     env = Env()
     for i in range(5):
         env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])
@@ -312,7 +314,7 @@ def test_a_long_location_is_stamped_as_its_batches_finish(monkeypatch: pytest.Mo
 def test_a_run_killed_late_leaves_only_its_unstamped_batch_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("worker.sync.STAMP_BATCH", 2)
+    monkeypatch.setattr("worker.stamps.STAMP_BATCH", 2)
     # writes: b0 p0 b1 p1 stamp(0) b2 p2 | b3 dies
     env = Env(cluster=DyingCluster(dies_at=8))
     for i in range(4):
@@ -334,7 +336,7 @@ def test_no_stamp_before_every_earlier_pending_backup_is_complete(
     """A stamp of this run covers every earlier run's marks: written after the first batch
     of many pending Backups, it would declare the rest complete before they are, and a kill
     then would lose them. The pending Backups are one batch, stamped only once all are in."""
-    monkeypatch.setattr("worker.sync.STAMP_BATCH", 2)
+    monkeypatch.setattr("worker.stamps.STAMP_BATCH", 2)
     env = Env(cluster=DyingCluster(dies_at=0))
     for i in range(5):
         env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])

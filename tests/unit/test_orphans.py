@@ -10,10 +10,11 @@ import pytest
 from tests.unit.fakes import FakeCluster
 from tests.unit.helpers import NS, Env, cluster_backup
 from worker.cluster import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Kind
+from worker.cluster_backups import ClusterBackup
 from worker.errors import ClusterError, NotFound
+from worker.orphans import orphans_of
 from worker.profile import VeleroProfile
 from worker.report import ItemFailure
-from worker.sync import ClusterBackup, orphans_of
 
 Obj = dict[str, Any]
 

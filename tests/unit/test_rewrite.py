@@ -158,6 +158,38 @@ def test_backup_rewrite_keeps_owner_references_for_later_filtering() -> None:
     assert out["metadata"]["ownerReferences"] == refs
 
 
+# -- the in-progress mark ----------------------------------------------------------------------
+
+
+def test_the_run_mark_is_added_beside_the_backups_own_annotations() -> None:
+    backup = backup_for_cluster(stored_backup("b"), NS, "loc", NOW)
+    backup["metadata"]["annotations"] = {"team": "web"}
+    original = copy.deepcopy(backup)
+
+    out = rewrite.with_run_mark(backup, "run-1/000000")
+
+    assert backup == original, "input must not be mutated"
+    assert out["metadata"]["annotations"] == {"team": "web", rewrite.RUN_ANNOTATION: "run-1/000000"}
+    assert {k: v for k, v in out.items() if k != "metadata"} == {
+        k: v for k, v in original.items() if k != "metadata"
+    }
+
+
+@pytest.mark.parametrize("annotations", [None, "not a map", ["x"]])
+def test_the_run_mark_replaces_annotations_that_are_not_a_map(annotations: object) -> None:
+    backup = backup_for_cluster(stored_backup("b"), NS, "loc", NOW)
+    backup["metadata"]["annotations"] = annotations
+    out = rewrite.with_run_mark(backup, "r/~")
+    assert out["metadata"]["annotations"] == {rewrite.RUN_ANNOTATION: "r/~"}
+
+
+def test_the_pending_mark_is_set_and_removed_by_one_merge_patch() -> None:
+    key = rewrite.DEPENDENTS_PENDING_ANNOTATION
+    assert rewrite.pending_mark_patch(True) == {"metadata": {"annotations": {key: "true"}}}
+    # null in a merge patch deletes the key
+    assert rewrite.pending_mark_patch(False) == {"metadata": {"annotations": {key: None}}}
+
+
 # -- pod volume backups ----------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -16,6 +17,8 @@ from tests.unit.fakes import FakeCluster, gz, stored_backup, stored_pvb
 from tests.unit.helpers import FUTURE, NOW, NOW_STAMP, NS, PAST, Env, cluster_backup
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, POD_VOLUME_BACKUP, SCHEDULE, Kind
 from worker.errors import AlreadyExists, ClusterError, StoreError
+from worker.logs import TextFormatter
+from worker.pool import bounded_map
 from worker.report import (
     SKIP_ALREADY_EXISTS,
     SKIP_NO_METADATA,
@@ -24,7 +27,7 @@ from worker.report import (
     LocationReport,
 )
 from worker.storage.layout import BackupStore
-from worker.sync import SyncOptions, bounded_map, sync_location
+from worker.sync import SyncOptions, sync_location
 
 Obj = dict[str, Any]
 
@@ -186,6 +189,38 @@ def test_metadata_name_not_matching_folder_is_item_error() -> None:
             f"Backup {NS}/folder", "metadata.name 'other-name' does not match its folder 'folder'"
         )
     ]
+
+
+def test_an_item_failure_is_logged_with_its_location_and_backup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "another-backup")])
+    caplog.set_level(logging.ERROR, logger="worker.backup_sync")
+
+    report = env.sync()
+
+    (record,) = caplog.records
+    context = vars(record)
+    assert (context["location"], context["backup"]) == ("default", "b1")
+    assert context["object"] == f"PodVolumeBackup {NS}/p1"
+    assert report.errors == [ItemFailure(f"PodVolumeBackup {NS}/p1", context["error"])]
+
+
+def test_a_folder_name_no_backup_can_have_is_logged_quoted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = Env()
+    env.bucket.put_backup(stored_backup("a\nb"))
+    caplog.set_level(logging.ERROR, logger="worker.backup_sync")
+
+    report = env.sync()
+
+    (record,) = caplog.records
+    line = TextFormatter().format(record)
+    assert "\n" not in line  # one line: a name cannot forge log lines of its own
+    assert "backup='a\\nb'" in line
+    assert [e.object for e in report.errors] == ["backup folder 'a\\nb'"]
 
 
 def test_metadata_without_name_is_item_error() -> None:
@@ -932,7 +967,7 @@ def test_kube_cluster_sends_a_merge_patch(keeps_status: bool) -> None:
     from worker.cluster import KubeCluster
     from worker.ratelimit import TokenBucket
     from worker.retry import RetryPolicy
-    from worker.sync import patch_last_synced
+    from worker.stamps import patch_last_synced
 
     api = client.ApiClient()
     server = RecordingApiServer(keeps_status)
