@@ -111,7 +111,7 @@ def test_benchmark_smoke(tools: None, tmp_path: Path) -> None:
         assert row["api"]["create backups"] == N, case
         assert row["api"]["create podvolumebackups"] == 2 * N, case
         assert "patch backups" not in row["api"], case
-        # N is below worker.sync.STAMP_BATCH: the status patch is the only stamp
+        # N is below worker.stamps.STAMP_BATCH: the status patch is the only stamp
         assert row["api"]["patch backupstoragelocations"] == 1, case
         assert row["store"]["getobject"] == 2 * N, case
         assert row["store"]["listobjectsv2"] == 1, case

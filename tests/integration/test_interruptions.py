@@ -266,7 +266,7 @@ CREATES_WINDOW = 2.5  # seconds of creating a kill may land in
 # (2 x concurrency), and one killed before it leaves what was pending plus the work in
 # flight: pending after a kill <= max(pending before, a batch) + 2 x concurrency.
 KILL_CONCURRENCY = 16
-STAMP_BATCH = 100  # worker.sync.STAMP_BATCH
+STAMP_BATCH = 100  # worker.stamps.STAMP_BATCH
 
 
 @dataclass(frozen=True, slots=True)
