@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from bench.dataset import backup_name, seed_backup
 from harness.seed import backup_document, pod_volume_backup_documents
 from worker import rewrite
-from worker.cluster import BACKUP, POD_VOLUME_BACKUP, KubeCluster
+from worker.cluster import BACKUP, POD_VOLUME_BACKUP, ClientOptions, KubeCluster
 from worker.errors import AlreadyExists, ClusterError
 from worker.pool import bounded_map
 from worker.retry import RetryPolicy
@@ -97,13 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.monotonic()
     cluster = KubeCluster.connect(
-        args.kubeconfig,
-        None,
-        qps=args.kube_qps,
-        burst=args.kube_burst,
-        timeout=args.request_timeout,
-        pool_size=args.concurrency + 4,
-        policy=RetryPolicy(),
+        ClientOptions(
+            args.kubeconfig,
+            None,
+            qps=args.kube_qps,
+            burst=args.kube_burst,
+            timeout=args.request_timeout,
+            pool_size=args.concurrency + 4,
+            policy=RetryPolicy(),
+        )
     )
     limit = cluster.rate_limit
     now = datetime.now(UTC)

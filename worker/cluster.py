@@ -126,6 +126,21 @@ def _secret_value(secret: Obj, name: str, key: str) -> bytes:
         raise ConfigError(f'"{name}" secret key "{key}" is not valid base64') from exc
 
 
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How to reach the API server: a kubeconfig and context (both None: in-cluster in a
+    pod), the client-side limit (None: chosen by worker.ratelimit), the timeout of one call,
+    the connection pool size and the retries."""
+
+    kubeconfig: str | None
+    context: str | None
+    qps: float | None
+    burst: int | None
+    timeout: float
+    pool_size: int
+    policy: RetryPolicy
+
+
 class KubeCluster:
     """The Cluster port on the official kubernetes client."""
 
@@ -143,30 +158,21 @@ class KubeCluster:
         self.rate_limit: RateLimit | None = None  # set by connect()
 
     @classmethod
-    def connect(
-        cls,
-        kubeconfig: str | None,
-        context: str | None,
-        qps: float | None,
-        burst: int | None,
-        timeout: float,
-        pool_size: int,
-        policy: RetryPolicy,
-    ) -> KubeCluster:
+    def connect(cls, options: ClientOptions) -> KubeCluster:
         """In-cluster config in a pod (unless a kubeconfig is given), kubeconfig otherwise.
-        ``qps``/``burst`` None: chosen by worker.ratelimit.choose_rate_limit (one probe of
-        the server). Raises ConfigError when no configuration is usable."""
+        ``options.qps``/``burst`` None: chosen by worker.ratelimit.choose_rate_limit (one
+        probe of the server). Raises ConfigError when no configuration is usable."""
         import urllib3
         from kubernetes import client, config
 
         configuration = client.Configuration()
         try:
-            if kubeconfig is None and context is None and in_cluster():
+            if options.kubeconfig is None and options.context is None and in_cluster():
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
                 config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig,
-                    context=context,
+                    config_file=options.kubeconfig,
+                    context=options.context,
                     client_configuration=configuration,
                     persist_config=False,
                 )
@@ -177,11 +183,14 @@ class KubeCluster:
         # variable (getproxies): ~0.3 ms per request (docs/benchmark.md). Pinning the proxy
         # the loader just resolved keeps it and skips that.
         configuration.proxy = configuration.proxy
-        configuration.connection_pool_maxsize = max(4, pool_size)
+        configuration.connection_pool_maxsize = max(4, options.pool_size)
         # Retries belong to worker.retry; urllib3 must not retry behind its back.
         configuration.retries = urllib3.Retry(total=0, read=False, redirect=0)
-        cluster = cls(client.ApiClient(configuration), TokenBucket(0, 1), timeout, policy)
-        cluster.rate_limit = choose_rate_limit(qps, burst, cluster.priority_and_fairness)
+        api = client.ApiClient(configuration)
+        cluster = cls(api, TokenBucket(0, 1), options.timeout, options.policy)
+        cluster.rate_limit = choose_rate_limit(
+            options.qps, options.burst, cluster.priority_and_fairness
+        )
         cluster._limiter = TokenBucket(cluster.rate_limit.qps, cluster.rate_limit.burst)
         return cluster
 

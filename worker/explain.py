@@ -17,8 +17,8 @@ from worker import rewrite
 from worker.cluster import BACKUP, SCHEDULE, Cluster
 from worker.cluster_backups import summarize
 from worker.errors import ClusterError, ConfigError, ItemError, LocationError
-from worker.guard import MassDeletionGuard
 from worker.locations import due_check, name_of, order_default_first, selected
+from worker.orphans import orphan_plan
 from worker.profile import VeleroProfile
 from worker.settings import Settings
 from worker.storage import ObjectStore
@@ -116,14 +116,13 @@ class Explainer:
             return finding
         finally:
             closer.close()
-        ours = backup is not None and _label(backup) == rewrite.valid_label(finding.location)
-        finding.found = in_store is not None or ours
+        finding.found = in_store is not None or _ours(backup, location)
         if backup is not None:
             finding.note(
                 f"a Backup {name} is in the cluster, labelled for location "
                 f"{_label(backup) or '(none)'}, phase {rewrite.phase_of(backup) or '(none)'}"
             )
-        finding.verdict = self._verdict(name, location, state, in_store, backup, ours, store)
+        finding.verdict = self._verdict(location, state, in_store, backup, store)
         return finding
 
     def _location_state(self, location: Obj, finding: Finding) -> str:
@@ -201,15 +200,14 @@ class Explainer:
 
     def _verdict(
         self,
-        name: str,
         location: Obj,
         state: str,
         in_store: Obj | str | None,
         backup: Obj | None,
-        ours: bool,
         store: BackupStore,
     ) -> str:
         where = f"location {name_of(location)}"
+        ours = _ours(backup, location)
         if isinstance(in_store, str):
             return f"will not sync: {in_store}"
         if in_store is not None:
@@ -222,7 +220,7 @@ class Explainer:
             return verdict + (f"; but {state}" if state else "")
         if backup is None or not ours:
             return f"not in {where}"
-        return self._orphan(backup, state, where, store)
+        return self._orphan(backup, state, location, store)
 
     def _why_not(self, stored: Obj) -> str:
         phase = rewrite.phase_of(stored)
@@ -234,30 +232,23 @@ class Explainer:
             return f"phase {phase} until it expires (expiration {expiration})"
         return ""
 
-    def _orphan(self, backup: Obj, state: str, where: str, store: BackupStore) -> str:
+    def _orphan(self, backup: Obj, state: str, location: Obj, store: BackupStore) -> str:
+        """The sync's own orphan plan (worker.orphans), for this one Backup of ours."""
+        where = f"location {name_of(location)}"
         phase = rewrite.phase_of(backup)
         if phase not in rewrite.ORPHAN_PHASES:
             return f"not in {where}'s store, but kept: phase {phase or '(none)'} is never deleted"
         listed = set(store.list_backups())
         selector = f"{_SELECTOR}={_label(backup)}"
-        backups = list(self.cluster.list(BACKUP, self.settings.namespace, selector))
-        orphans = sum(
-            1
-            for b in backups
-            if rewrite.phase_of(b) in rewrite.ORPHAN_PHASES
-            and (b.get("metadata") or {}).get("name") not in listed
-        )
-        settings = self.settings
-        guard = MassDeletionGuard(
-            settings.mass_orphan_share,
-            settings.mass_orphan_floor,
-            settings.allow_mass_orphan_deletion,
-        )
-        blocked = guard.blocked_reason(orphans, len(backups))
-        if blocked:
+        backups = [
+            summarize(b) for b in self.cluster.list(BACKUP, self.settings.namespace, selector)
+        ]
+        plan = orphan_plan(backups, listed, name_of(location), self.settings.guard)
+        if plan.why:
             return (
                 f"absent from {where}'s store: an orphan, but the mass-deletion guard keeps it "
-                f"({orphans} of {len(backups)} Backups of the location are orphans)"
+                f"({len(plan.blocked)} of {plan.location_backups} Backups of the location are "
+                "orphans)"
             )
         verdict = f"would be deleted as an orphan on the next run of {where}"
         return verdict + (f"; but {state}" if state else "")
@@ -275,6 +266,11 @@ def _present(backup: Obj, ours: bool, where: str, location: Obj) -> str:
 
 
 _SELECTOR = rewrite.STORAGE_LOCATION_LABEL
+
+
+def _ours(backup: Obj | None, location: Obj) -> bool:
+    """The Backup in the cluster is labelled for this location."""
+    return backup is not None and _label(backup) == rewrite.valid_label(name_of(location))
 
 
 def _label(backup: Obj) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from worker.cluster import (
     BACKUP_STORAGE_LOCATION,
     DEPLOYMENT,
+    ClientOptions,
     Cluster,
     KubeCluster,
     PlanningCluster,
@@ -21,7 +22,6 @@ from worker.cluster import (
 from worker.errors import ClusterError, ConfigError, LocationError, NotFound
 from worker.events import record_location_events
 from worker.explain import Explainer, Explanation
-from worker.guard import MassDeletionGuard
 from worker.locations import due_check, in_shard, name_of, order_default_first, selected
 from worker.metrics import push_metrics
 from worker.profile import AUTO, VeleroProfile, detect, explicit
@@ -176,13 +176,15 @@ def _ignore(_message: str) -> None:
 
 def _connect(settings: Settings) -> KubeCluster:
     return KubeCluster.connect(
-        settings.kubeconfig,
-        settings.context,
-        qps=settings.kube_qps,
-        burst=settings.kube_burst,
-        timeout=settings.request_timeout,
-        pool_size=settings.concurrency + 4,
-        policy=settings.retry,
+        ClientOptions(
+            settings.kubeconfig,
+            settings.context,
+            qps=settings.kube_qps,
+            burst=settings.kube_burst,
+            timeout=settings.request_timeout,
+            pool_size=settings.concurrency + 4,
+            policy=settings.retry,
+        )
     )
 
 
@@ -319,11 +321,7 @@ def _sync_one(
         shutdown=shutdown,
         profile=profile,
         run_id=run_id,
-        guard=MassDeletionGuard(
-            share=settings.mass_orphan_share,
-            floor=settings.mass_orphan_floor,
-            allow=settings.allow_mass_orphan_deletion,
-        ),
+        guard=settings.guard,
     )
     try:
         sync_location(location, backup_store, target, options, report)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from worker.errors import ConfigError
+from worker.guard import MassDeletionGuard
 from worker.locations import Shard
 from worker.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -64,3 +65,9 @@ class Settings:
     @property
     def csi_enabled(self) -> bool:
         return CSI_FEATURE in self.features
+
+    @property
+    def guard(self) -> MassDeletionGuard:
+        return MassDeletionGuard(
+            self.mass_orphan_share, self.mass_orphan_floor, self.allow_mass_orphan_deletion
+        )

@@ -10,7 +10,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, VOLUME_SNAPSHOT_CLASS, KubeCluster
+from worker.cluster import (
+    BACKUP,
+    BACKUP_STORAGE_LOCATION,
+    VOLUME_SNAPSHOT_CLASS,
+    ClientOptions,
+    KubeCluster,
+)
 from worker.errors import AlreadyExists, ConfigError
 from worker.ratelimit import TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
@@ -159,7 +165,9 @@ def test_connect_pins_the_environment_proxy(
             }
         )
     )
-    cluster = KubeCluster.connect(str(kubeconfig), None, 5, 10, 5.0, 8, RetryPolicy())
+    cluster = KubeCluster.connect(
+        ClientOptions(str(kubeconfig), None, 5, 10, 5.0, 8, RetryPolicy())
+    )
     configuration = cluster._api.configuration
     assert configuration.proxy == "http://proxy.example:3128"
     monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
@@ -174,7 +182,9 @@ def test_connect_without_any_config_is_a_config_error(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError):
-        KubeCluster.connect(str(tmp_path / "missing"), None, 5, 10, 5.0, 8, RetryPolicy())
+        KubeCluster.connect(
+            ClientOptions(str(tmp_path / "missing"), None, 5, 10, 5.0, 8, RetryPolicy())
+        )
 
 
 def test_the_priority_and_fairness_probe_reads_the_headers_of_version() -> None:
