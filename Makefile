@@ -34,9 +34,10 @@ setup: $(STAMP)
 control-plane: setup
 	bash hack/build-control-plane.sh >/dev/null
 
-# helm, for the chart tests (tests/chart).
+# helm and promtool, for the chart tests (tests/chart; promtool checks the alert rules).
 tools:
 	bash hack/build-chart-tools.sh >/dev/null
+	bash hack/build-alert-tools.sh >/dev/null
 
 # toxiproxy and MinIO, for the benchmark and its smoke test (tests/integration).
 bench-tools:

@@ -254,8 +254,8 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
     only(
         "--pushgateway-url",
         metavar="URL",
-        help="push run metrics to this Prometheus Pushgateway at the end of the run "
-        "(default: none)",
+        help="push run metrics to this Prometheus Pushgateway: the start when the run "
+        "begins, the results when it ends (default: none)",
     )
     only(
         "--shutdown-grace",

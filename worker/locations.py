@@ -47,6 +47,7 @@ class Due:
 
     due: bool
     reason: str
+    period: timedelta  # the effective backupSyncPeriod (0: sync disabled)
 
 
 def due_check(location: Location, default: timedelta, now: datetime, force: bool) -> Due:
@@ -59,22 +60,22 @@ def due_check(location: Location, default: timedelta, now: datetime, force: bool
     except ConfigError as exc:
         raise ConfigError(f"location {name_of(location)!r}: backupSyncPeriod: {exc}") from exc
     if period == timedelta(0):
-        return Due(False, "sync disabled (backupSyncPeriod is 0)")
+        return Due(False, "sync disabled (backupSyncPeriod is 0)", period)
     if period < timedelta(0):
         period = default
     if force:
-        return Due(True, "forced")
+        return Due(True, "forced", period)
     last = (location.get("status") or {}).get("lastSyncedTime")
     if not last:
-        return Due(True, "never synced")
+        return Due(True, "never synced", period)
     try:
         last_synced = parse_time(str(last))
     except ValueError:
-        return Due(True, f"unreadable status.lastSyncedTime {last!r}")
+        return Due(True, f"unreadable status.lastSyncedTime {last!r}", period)
     next_sync = last_synced + period
     if now < next_sync:
-        return Due(False, f"not due until {next_sync.isoformat()}")
-    return Due(True, "period elapsed")
+        return Due(False, f"not due until {next_sync.isoformat()}", period)
+    return Due(True, "period elapsed", period)
 
 
 def selected(locations: Iterable[Location], names: frozenset[str]) -> list[Location]:

@@ -3,8 +3,13 @@
 A CronJob lives too briefly to be scraped, so it pushes. Each location is its own group
 (``job="backup-sync", namespace, location``), pushed with POST: a location that was not
 due, or failed, keeps the ``last success`` its group already holds, and one location's push
-never erases another's. The run itself is the group ``job, namespace``. All values are
-gauges of the last run, as the Pushgateway documentation advises for batch jobs.
+never erases another's. The run itself is the group ``job, namespace`` (and ``shard`` when
+sharded: each pod of an Indexed Job is a run of its own). All values are gauges of the last
+run, as the Pushgateway documentation advises for batch jobs.
+
+The run group gets two pushes: its start when the run begins and the rest when it ends. POST
+replaces only the metrics it carries, so a start newer than the end is a run that has not
+finished (or was killed), which the chart's ``BackupSyncRunNotFinished`` alert watches.
 
 A push that fails is logged and never changes the outcome of the run.
 """
@@ -16,6 +21,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
+from worker.locations import Shard
 from worker.report import LocationReport, Outcome, RunReport
 
 log = logging.getLogger(__name__)
@@ -25,12 +31,23 @@ Push = Callable[..., None]
 
 
 def location_registry(loc: LocationReport, now: float) -> CollectorRegistry:
-    """The gauges of one location that ran (synced, failed or misconfigured)."""
+    """The gauges of one location that ran (synced, failed or misconfigured), or only its
+    period when it is disabled."""
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, value: float) -> None:
         Gauge(name, doc, registry=registry).set(value)
 
+    if loc.sync_period is not None:
+        # A disabled location pushes its 0 too: the staleness alert skips a period of 0,
+        # and would otherwise fire for ever on the period its group held before.
+        gauge(
+            "backup_sync_location_sync_period_seconds",
+            "The location's effective backupSyncPeriod (0: sync disabled).",
+            loc.sync_period.total_seconds(),
+        )
+    if loc.outcome == Outcome.DISABLED:
+        return registry
     synced = loc.outcome == Outcome.SYNCED
     gauge(
         "backup_sync_location_last_run_timestamp_seconds",
@@ -68,6 +85,11 @@ def location_registry(loc: LocationReport, now: float) -> CollectorRegistry:
     return registry
 
 
+def run_group(namespace: str, shard: Shard | None) -> dict[str, str]:
+    """The run's grouping key (besides ``job``)."""
+    return {"namespace": namespace} | ({} if shard is None else {"shard": str(shard.index)})
+
+
 def run_registry(report: RunReport, now: float) -> CollectorRegistry:
     registry = CollectorRegistry()
     Gauge("backup_sync_run_duration_seconds", "How long the last run took.", registry=registry).set(
@@ -84,6 +106,25 @@ def run_registry(report: RunReport, now: float) -> CollectorRegistry:
     return registry
 
 
+def push_run_start(
+    url: str,
+    report: RunReport,
+    now: float,
+    timeout: float,
+    push: Push = pushadd_to_gateway,
+) -> bool:
+    """Push the start of the run into its group, beside the last run's end; never raises.
+    True when it went."""
+    registry = CollectorRegistry()
+    Gauge(
+        "backup_sync_last_run_start_timestamp_seconds",
+        "When the last run started (Unix time); newer than backup_sync_last_run_timestamp_seconds "
+        "while a run is going, or when it never finished.",
+        registry=registry,
+    ).set(now)
+    return _push(url, [(run_group(report.namespace, report.shard), registry)], timeout, push)
+
+
 def push_metrics(
     url: str,
     report: RunReport,
@@ -95,9 +136,18 @@ def push_metrics(
     groups: list[tuple[dict[str, str], CollectorRegistry]] = [
         ({"namespace": report.namespace, "location": loc.name}, location_registry(loc, now))
         for loc in report.locations
-        if loc.ran or loc.outcome == Outcome.CONFIG_ERROR
+        if loc.ran or loc.outcome in (Outcome.CONFIG_ERROR, Outcome.DISABLED)
     ]
-    groups.append(({"namespace": report.namespace}, run_registry(report, now)))
+    groups.append((run_group(report.namespace, report.shard), run_registry(report, now)))
+    return _push(url, groups, timeout, push)
+
+
+def _push(
+    url: str,
+    groups: list[tuple[dict[str, str], CollectorRegistry]],
+    timeout: float,
+    push: Push,
+) -> bool:
     ok = True
     for grouping_key, registry in groups:
         try:

@@ -7,6 +7,7 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -58,6 +59,8 @@ SKIP_INTERRUPTED = "interrupted"
 class LocationReport:
     name: str
     provider: str = ""
+    # The effective backupSyncPeriod (0: sync disabled); None when it does not parse.
+    sync_period: timedelta | None = None
     outcome: Outcome = Outcome.SYNCED
     reason: str = ""
     listed: int = 0

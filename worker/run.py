@@ -23,7 +23,7 @@ from worker.errors import ClusterError, ConfigError, LocationError, NotFound
 from worker.events import record_location_events
 from worker.explain import Explainer, Explanation
 from worker.locations import due_check, in_shard, name_of, order_default_first, selected
-from worker.metrics import push_metrics
+from worker.metrics import push_metrics, push_run_start
 from worker.profile import AUTO, VeleroProfile, detect, explicit
 from worker.progress import Progress, ProgressFactory
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
@@ -115,6 +115,10 @@ def run(
     started = time.monotonic()
     if report is None:
         report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
+    report.shard = settings.shard  # before the start push: the run's metrics group names it
+    pushgateway = None if settings.dry_run else settings.pushgateway_url
+    if pushgateway:
+        push_run_start(pushgateway, report, now().timestamp(), settings.request_timeout)
     owned: KubeCluster | None = None
     try:
         if cluster is None:
@@ -132,8 +136,8 @@ def run(
         if owned is not None:
             owned.close()
         report.seconds = time.monotonic() - started
-    if settings.pushgateway_url and not settings.dry_run:
-        push_metrics(settings.pushgateway_url, report, time.time(), settings.request_timeout)
+    if pushgateway:
+        push_metrics(pushgateway, report, now().timestamp(), settings.request_timeout)
     return report
 
 
@@ -198,7 +202,6 @@ def _run_locations(
     shutdown: Shutdown,
 ) -> None:
     profile = report.profile = velero_profile(settings, cluster)
-    report.shard = settings.shard
     log.info(
         "syncing the way this Velero version does",
         extra={"veleroVersion": profile.name, "source": profile.source},
@@ -224,6 +227,7 @@ def _run_locations(
             report.locations.append(loc_report)
             try:
                 due = due_check(location, settings.default_sync_period, started, settings.force)
+                loc_report.sync_period = due.period
             except ConfigError as exc:
                 loc_report.fail(Outcome.CONFIG_ERROR, str(exc))
                 _record_events(settings, cluster, location, loc_report)

@@ -1,5 +1,6 @@
-"""The chart under test: helm (pinned, built from its Go module), the values sets the tests
-render, rendered-manifest accessors, and the worker run the way the CronJob's pod runs it."""
+"""The chart under test: helm and promtool (pinned, built from their Go modules), the values
+sets the tests render, rendered-manifest accessors, and the worker run the way the CronJob's
+pod runs it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ Obj = dict[str, Any]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "chart"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-chart-tools.sh"
+ALERT_TOOLS_SCRIPT = REPO_ROOT / "hack" / "build-promtool.sh"
 VENV_BIN = Path(sys.executable).parent
 CONTAINER = "backup-sync"
 
@@ -222,36 +224,61 @@ VALUE_SETS: dict[str, Obj] = {
 
 
 class HelmUnavailable(RuntimeError):
-    """helm is not built and could not be built."""
+    """A pinned tool (helm, promtool) is not built and could not be built."""
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("BACKUP_SYNC_CACHE") or Path.home() / ".cache" / "backup-sync")
 
 
 def cached_helm() -> Path:
     """Where ``hack/build-chart-tools.sh`` puts the pinned helm."""
-    cache = os.environ.get("BACKUP_SYNC_CACHE") or str(Path.home() / ".cache" / "backup-sync")
-    return Path(cache) / "bin" / f"helm-{read_versions()['HELM_VERSION']}" / "helm"
+    return _cache() / "bin" / f"helm-{read_versions()['HELM_VERSION']}" / "helm"
+
+
+def cached_promtool() -> Path:
+    """Where ``hack/build-alert-tools.sh`` puts the pinned promtool."""
+    return _cache() / "bin" / f"prometheus-{read_versions()['PROMETHEUS_VERSION']}" / "promtool"
+
+
+def cached_prometheusrule_crd() -> Path:
+    """Where ``hack/build-alert-tools.sh`` puts the Prometheus Operator's PrometheusRule CRD."""
+    version = read_versions()["PROMETHEUS_OPERATOR_VERSION"]
+    folder = _cache() / "crds" / f"prometheus-operator-{version}"
+    return folder / "monitoring.coreos.com_prometheusrules.yaml"
+
+
+def _resolve(env_var: str, cached: Path, script: Path, *, build: bool) -> Path:
+    """``env_var``, else the versioned cache; with ``build``, run ``script`` when missing."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        if os.access(explicit, os.X_OK):
+            return Path(explicit)
+        raise HelmUnavailable(f"{env_var}={explicit} is not an executable")
+    if os.access(cached, os.X_OK):
+        return cached
+    if not build:
+        raise HelmUnavailable(f"{cached} not found; run `make tools` ({script.name})")
+    if shutil.which("go") is None:
+        raise HelmUnavailable(f"{cached} not found and `go` is not on PATH")
+    proc = subprocess.run(
+        ["bash", str(script)], stdout=subprocess.PIPE, stderr=None, text=True, check=False
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
+        raise HelmUnavailable(f"{script} failed with exit code {proc.returncode}")
+    return Path(lines[-1])
 
 
 def resolve_helm(*, build: bool) -> Path:
     """``HELM_BIN``, else the versioned cache; with ``build``, build it when missing."""
-    explicit = os.environ.get("HELM_BIN")
-    if explicit:
-        if os.access(explicit, os.X_OK):
-            return Path(explicit)
-        raise HelmUnavailable(f"HELM_BIN={explicit} is not an executable")
-    cached = cached_helm()
-    if os.access(cached, os.X_OK):
-        return cached
-    if not build:
-        raise HelmUnavailable(f"{cached} not found; run `make tools` (hack/build-chart-tools.sh)")
-    if shutil.which("go") is None:
-        raise HelmUnavailable(f"{cached} not found and `go` is not on PATH")
-    proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=None, text=True, check=False
-    )
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
-        raise HelmUnavailable(f"{BUILD_SCRIPT} failed with exit code {proc.returncode}")
-    return Path(lines[-1])
+    return _resolve("HELM_BIN", cached_helm(), BUILD_SCRIPT, build=build)
+
+
+def resolve_promtool(*, build: bool) -> Path:
+    """``PROMTOOL_BIN``, else the versioned cache; with ``build``, build it when missing (a
+    cold build takes minutes)."""
+    return _resolve("PROMTOOL_BIN", cached_promtool(), ALERT_TOOLS_SCRIPT, build=build)
 
 
 @dataclass(frozen=True)

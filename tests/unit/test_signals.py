@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,6 +19,7 @@ from worker import rewrite
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, PlanningCluster
 from worker.errors import ClusterError, StoreError
 from worker.events import NOTE_MAX_BYTES, EventSpec, event_body, location_events
+from worker.locations import Shard
 from worker.metrics import push_metrics
 from worker.report import ItemFailure, LocationReport, Outcome, RunReport
 from worker.run import run
@@ -216,18 +218,26 @@ class Gateway:
         self.server.shutdown()
         self.server.server_close()
 
-    def group(self, path_suffix: str) -> dict[str, float]:
-        """The samples of the push whose path ends with ``path_suffix``."""
+    def pushes_to(self, path_suffix: str) -> list[dict[str, float]]:
+        """The samples of each push whose path ends with ``path_suffix``, in order."""
+        found = []
         for method, path, content_type, body in self.pushes:
             if path.endswith(path_suffix):
                 assert method == "POST"  # pushadd: other groups and metrics survive
                 assert content_type.startswith("text/plain; version=0.0.4")
-                return {
-                    sample.name: sample.value
-                    for family in text_string_to_metric_families(body)
-                    for sample in family.samples
-                }
-        raise AssertionError(f"no push to …{path_suffix}: {[p[1] for p in self.pushes]}")
+                found.append(
+                    {
+                        sample.name: sample.value
+                        for family in text_string_to_metric_families(body)
+                        for sample in family.samples
+                    }
+                )
+        assert found, f"no push to …{path_suffix}: {[p[1] for p in self.pushes]}"
+        return found
+
+    def group(self, path_suffix: str) -> dict[str, float]:
+        """The samples of the last push whose path ends with ``path_suffix``."""
+        return self.pushes_to(path_suffix)[-1]
 
 
 @pytest.fixture
@@ -262,7 +272,7 @@ def test_metrics_pushed_per_location_and_per_run(gateway: Gateway) -> None:
     whole = gateway.group(f"/metrics/job/backup-sync/namespace/{NS}")
     assert whole["backup_sync_last_run_exit_code"] == 1
     assert whole["backup_sync_run_duration_seconds"] == pytest.approx(report.seconds, abs=0.01)
-    assert len(gateway.pushes) == 3
+    assert len(gateway.pushes) == 4  # the run's start, two locations, the run's end
 
 
 def test_no_push_without_url_or_in_dry_run(gateway: Gateway) -> None:
@@ -294,3 +304,85 @@ def test_location_name_with_a_slash_survives_the_grouping_key(gateway: Gateway) 
     assert push_metrics(gateway.url, report, 1.0, timeout=5) is True
     paths = [p[1] for p in gateway.pushes]
     assert f"/metrics/job/backup-sync/location@base64/YS9i/namespace/{NS}" in paths
+
+
+def test_run_start_pushed_first_and_apart_from_the_end(gateway: Gateway) -> None:
+    """The start alone, before anything else, and the end without it: with POST semantics
+    neither push erases the other, so a start newer than the end is an unfinished run."""
+    world = World()
+    clock = [NOW]
+    open_store = opener(world.stores)
+
+    def open_slowly(*args: Any) -> Any:
+        clock[0] = NOW + timedelta(seconds=42)  # the run takes a while
+        return open_store(*args)
+
+    report = run(
+        settings(pushgateway_url=gateway.url), world.cluster, open_slowly, now=lambda: clock[0]
+    )
+    assert report.exit_code == 0
+    start, end = gateway.pushes_to(f"/metrics/job/backup-sync/namespace/{NS}")
+    assert gateway.pushes[0][1] == f"/metrics/job/backup-sync/namespace/{NS}"
+    assert start == {"backup_sync_last_run_start_timestamp_seconds": NOW.timestamp()}
+    assert "backup_sync_last_run_start_timestamp_seconds" not in end
+    assert end["backup_sync_last_run_timestamp_seconds"] == NOW.timestamp() + 42
+
+
+def test_a_run_that_dies_leaves_only_its_start(gateway: Gateway) -> None:
+    class Killed(BaseException):
+        pass
+
+    def die(*_args: Any) -> Any:
+        raise Killed
+
+    world = World()
+    with pytest.raises(Killed):
+        run(settings(pushgateway_url=gateway.url), world.cluster, die, now=lambda: NOW)
+    [(_, path, _, body)] = gateway.pushes
+    assert path == f"/metrics/job/backup-sync/namespace/{NS}"
+    assert "backup_sync_last_run_start_timestamp_seconds" in body
+
+
+def test_each_location_pushes_its_effective_period(gateway: Gateway) -> None:
+    world = World()
+    locations = world.cluster.of(BACKUP_STORAGE_LOCATION, NS)
+    locations["main"]["spec"]["backupSyncPeriod"] = "1h30m"
+    locations["other"]["spec"]["backupSyncPeriod"] = "-1s"  # negative: the default
+    world.cluster.add(BACKUP_STORAGE_LOCATION, bsl("off", period="0s"))
+    world.cluster.add(BACKUP_STORAGE_LOCATION, bsl("bad", period="soon"))
+    world.stores["off"] = world.stores["bad"] = (MemoryStore(), "")
+
+    world.run(pushgateway_url=gateway.url, default_sync_period=timedelta(minutes=2))
+
+    def group(location: str) -> dict[str, float]:
+        return gateway.group(f"/metrics/job/backup-sync/location/{location}/namespace/{NS}")
+
+    assert group("main")["backup_sync_location_sync_period_seconds"] == 5400
+    assert group("other")["backup_sync_location_sync_period_seconds"] == 120
+    # disabled: its 0 alone, so the staleness alert leaves it be and nothing else moves
+    assert group("off") == {"backup_sync_location_sync_period_seconds": 0}
+    # a period that does not parse: the group keeps the one it had
+    assert "backup_sync_location_sync_period_seconds" not in group("bad")
+    assert group("bad")["backup_sync_location_last_run_success"] == 0
+
+
+def test_not_due_location_pushes_nothing(gateway: Gateway) -> None:
+    world = World()
+    loc = world.cluster.objects[("backupstoragelocations", NS, "other")]
+    loc["status"] = {"lastSyncedTime": "2026-03-01T11:59:59Z"}
+    world.run(pushgateway_url=gateway.url)
+    assert not [p for p in gateway.pushes if "/location/other/" in p[1]]
+
+
+def test_a_shard_is_a_run_group_of_its_own_even_when_the_run_fails_early(
+    gateway: Gateway,
+) -> None:
+    """Pods of an Indexed Job run side by side: one shared group would let one pod's end
+    hide another's missing one. A run that cannot even list its locations ends in the group
+    it started in."""
+    world = World()
+    world.cluster.fail_on[("list", "backupstoragelocations")] = ClusterError("refused")
+    report = world.run(pushgateway_url=gateway.url, shard=Shard(2, 4))
+    assert report.exit_code == 1
+    paths = [p[1] for p in gateway.pushes]
+    assert paths == [f"/metrics/job/backup-sync/namespace/{NS}/shard/2"] * 2
