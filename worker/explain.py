@@ -133,7 +133,7 @@ class Explainer:
             finding.note(f"location: {exc}")
             return f"location {finding.location} has a configuration error"
         finding.note(f"location: {due.reason}")
-        if due.reason.startswith("sync disabled"):
+        if due.disabled:
             return f"location {finding.location} is disabled (backupSyncPeriod 0)"
         phase = (location.get("status") or {}).get("phase") or ""
         if self.profile.requires_available_location and phase != "Available":

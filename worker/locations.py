@@ -49,6 +49,11 @@ class Due:
     reason: str
     period: timedelta  # the effective backupSyncPeriod (0: sync disabled)
 
+    @property
+    def disabled(self) -> bool:
+        """``backupSyncPeriod: 0``: never synced, not even with --force."""
+        return self.period == timedelta(0)
+
 
 def due_check(location: Location, default: timedelta, now: datetime, force: bool) -> Due:
     """Velero's locationFilterFunc: a period of 0 never syncs (even with --force); a negative

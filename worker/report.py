@@ -92,7 +92,8 @@ class LocationReport:
     def ran(self) -> bool:
         return self.outcome in (Outcome.SYNCED, Outcome.FAILED)
 
-    def fail(self, outcome: Outcome, reason: str) -> None:
+    def set_outcome(self, outcome: Outcome, reason: str) -> None:
+        """Failed, misconfigured, or not run (not due, disabled, unavailable), and why."""
         self.outcome = outcome
         self.reason = reason
 
@@ -198,7 +199,9 @@ class RunReport:
         locations still in progress failed, and so did the run."""
         for loc in list(self.locations):
             if loc.outcome is Outcome.SYNCED and not loc.status_patched:
-                loc.fail(Outcome.FAILED, f"{reason}: abandoned in flight after the grace period")
+                loc.set_outcome(
+                    Outcome.FAILED, f"{reason}: abandoned in flight after the grace period"
+                )
         self.error = f"{reason}: the run did not end within the grace period"
         self.error_exit_code = EXIT_LOCATION_FAILED
 

@@ -229,23 +229,25 @@ def _run_locations(
                 due = due_check(location, settings.default_sync_period, started, settings.force)
                 loc_report.sync_period = due.period
             except ConfigError as exc:
-                loc_report.fail(Outcome.CONFIG_ERROR, str(exc))
+                loc_report.set_outcome(Outcome.CONFIG_ERROR, str(exc))
                 _record_events(settings, cluster, location, loc_report)
                 continue
             if not due.due:
-                disabled = due.reason.startswith("sync disabled")
-                loc_report.fail(Outcome.DISABLED if disabled else Outcome.NOT_DUE, due.reason)
+                outcome = Outcome.DISABLED if due.disabled else Outcome.NOT_DUE
+                loc_report.set_outcome(outcome, due.reason)
                 log.info("location skipped", extra={"location": loc_report.name, "why": due.reason})
                 continue
             unavailable = _unavailable(location, profile)
             if unavailable:
-                loc_report.fail(Outcome.UNAVAILABLE, unavailable)
+                loc_report.set_outcome(Outcome.UNAVAILABLE, unavailable)
                 log.info(
                     "location skipped", extra={"location": loc_report.name, "why": unavailable}
                 )
                 continue
             if shutdown.requested:
-                loc_report.fail(Outcome.FAILED, f"{shutdown.reason} before this location started")
+                loc_report.set_outcome(
+                    Outcome.FAILED, f"{shutdown.reason} before this location started"
+                )
                 continue
             _sync_one(
                 settings,
@@ -310,11 +312,11 @@ def _sync_one(
         )
     except ConfigError as exc:
         log.error("location configuration error", extra={**ctx, "error": str(exc)})
-        report.fail(Outcome.CONFIG_ERROR, str(exc))
+        report.set_outcome(Outcome.CONFIG_ERROR, str(exc))
         return
     except (LocationError, ClusterError) as exc:
         log.error("cannot open backup store", extra={**ctx, "error": str(exc)})
-        report.fail(Outcome.FAILED, f"cannot open backup store: {exc}")
+        report.set_outcome(Outcome.FAILED, f"cannot open backup store: {exc}")
         return
     options = SyncOptions(
         namespace=settings.namespace,
@@ -331,10 +333,10 @@ def _sync_one(
         sync_location(location, backup_store, target, options, report)
     except LocationError as exc:
         log.error("location failed", extra={**ctx, "error": str(exc)})
-        report.fail(Outcome.FAILED, str(exc))
+        report.set_outcome(Outcome.FAILED, str(exc))
     except ClusterError as exc:
         log.error("location failed", extra={**ctx, "error": str(exc)})
-        report.fail(Outcome.FAILED, f"cluster: {exc}")
+        report.set_outcome(Outcome.FAILED, f"cluster: {exc}")
     finally:
         store.close()
         if isinstance(target, PlanningCluster):
