@@ -30,7 +30,7 @@ from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Out
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
 from worker.storage import ObjectStore
-from worker.storage.bsl import ReadSecret, open_backup_store, store_settings
+from worker.storage.bsl import ReadSecret, StoreOptions, open_backup_store, store_settings
 from worker.storage.layout import BackupStore
 from worker.sync import SyncOptions, new_run_id, sync_location
 
@@ -54,10 +54,7 @@ def open_location_store(
     warn: Warn,
 ) -> tuple[BackupStore, ObjectStore]:
     """The real opener: the provider registry. Raises ConfigError, StoreError."""
-    store_cfg, prefix = store_settings(
-        location,
-        read_secret,
-        workdir,
+    options = StoreOptions(
         timeout=settings.request_timeout,
         max_connections=settings.concurrency + 4,
         retry=settings.retry,
@@ -65,6 +62,7 @@ def open_location_store(
         credentials_dir=settings.credentials_dir,
         warn=warn,
     )
+    store_cfg, prefix = store_settings(location, read_secret, workdir, options)
     return open_backup_store(store_cfg, prefix)
 
 

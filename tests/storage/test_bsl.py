@@ -17,7 +17,7 @@ from tests.storage.conftest import FAST_RETRY
 from worker.errors import ConfigError, StoreError
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.storage import ObjectStore
-from worker.storage.bsl import open_backup_store, store_settings
+from worker.storage.bsl import StoreOptions, open_backup_store, store_settings
 
 Server = MotoS3 | Azurite
 CREDENTIALS = ("cloud-credentials", "cloud")
@@ -56,10 +56,7 @@ class Opened:
         profile: VeleroProfile = DEFAULT_PROFILE,
         credentials_dir: str = "/credentials",
     ) -> ObjectStore:
-        settings, prefix = store_settings(
-            loc,
-            self.read_secret,
-            self.workdir,
+        options = StoreOptions(
             timeout=5.0,
             max_connections=4,
             retry=FAST_RETRY,
@@ -67,6 +64,7 @@ class Opened:
             credentials_dir=credentials_dir,
             warn=self.warnings.append,
         )
+        settings, prefix = store_settings(loc, self.read_secret, self.workdir, options)
         _, store = open_backup_store(settings, prefix)
         self.stores.append(store)
         return store

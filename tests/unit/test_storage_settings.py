@@ -25,7 +25,7 @@ from worker.errors import ConfigError
 from worker.profile import VeleroProfile
 from worker.retry import DEFAULT_POLICY
 from worker.storage import StoreSettings
-from worker.storage.bsl import open_backup_store, store_settings
+from worker.storage.bsl import StoreOptions, open_backup_store, store_settings
 
 V1_15 = VeleroProfile((1, 15, 0))
 V1_17 = VeleroProfile((1, 17, 1))
@@ -70,10 +70,7 @@ def settings_of(
     credentials_dir: str = "/credentials",
     warn: Callable[[str], None] = lambda message: None,
 ) -> StoreSettings:
-    settings, _ = store_settings(
-        loc,
-        secrets or Secrets(),
-        workdir,
+    options = StoreOptions(
         timeout=5.0,
         max_connections=4,
         retry=DEFAULT_POLICY,
@@ -81,6 +78,7 @@ def settings_of(
         credentials_dir=credentials_dir,
         warn=warn,
     )
+    settings, _ = store_settings(loc, secrets or Secrets(), workdir, options)
     return settings
 
 

@@ -12,14 +12,14 @@ import pytest
 from tests.unit.fakes import Bucket, MemoryStore, gz, stored_pvb
 from tests.unit.test_layout import valid_pvb_gz
 from worker.errors import ItemError
-from worker.storage import layout
+from worker.storage import decode
 from worker.storage.layout import BackupStore, StreamedList
 
 
 @pytest.fixture
 def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every list with more than a few bytes goes the streaming way."""
-    monkeypatch.setattr(layout, "STREAM_LIST_BYTES", 16)
+    monkeypatch.setattr(decode, "STREAM_LIST_BYTES", 16)
 
 
 def make() -> tuple[Bucket, BackupStore]:
@@ -60,7 +60,7 @@ def test_streamed_edge_cases(streamed: None, text: bytes, expected: object) -> N
 
 
 def test_items_split_across_many_pieces(streamed: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layout, "_GZIP_CHUNK", 7)  # compressed input fed 7 bytes at a time
+    monkeypatch.setattr(decode, "_GZIP_CHUNK", 7)  # compressed input fed 7 bytes at a time
     bucket, bs = make()
     pvbs = [stored_pvb(f"p{i}", "b1") for i in range(20)]
     pvbs[3]["metadata"]["annotations"] = {"big": "é" * 5000, "n": 12345678901234567890}
@@ -99,7 +99,7 @@ def test_streamed_errors_match_the_small_path(streamed: None, data: bytes, match
 
 
 def test_streamed_item_cap(streamed: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layout, "MAX_LIST_ITEMS", 3)
+    monkeypatch.setattr(decode, "MAX_LIST_ITEMS", 3)
     bucket, bs = make()
     pvbs = [stored_pvb(f"p{i}", "b1") for i in range(4)]
     bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(pvbs))
@@ -126,12 +126,3 @@ def test_memory_does_not_grow_with_the_list() -> None:
     assert isinstance(got, StreamedList)
     assert seen == count
     assert peak < 6 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
-
-
-@pytest.mark.parametrize("size", [0, 1, layout._PIECE_BYTES, 3 * layout._PIECE_BYTES, 10**6 + 7])
-def test_pieces_are_bounded_and_complete(size: int) -> None:
-    text = b"x" * size  # compresses ~1000:1, so one input chunk holds many pieces
-    pieces = list(layout._gunzip_chunks(gzip.compress(text), 10**8, "k"))
-    assert b"".join(pieces) == text
-    assert all(len(p) <= layout._PIECE_BYTES for p in pieces)
-    assert layout.gunzip(gzip.compress(text), size, "k") == text  # exactly at the limit

@@ -622,9 +622,9 @@ def test_null_pvb_file_is_empty() -> None:
 def test_gzip_bomb_pvb_file_is_item_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import gzip
 
-    from worker.storage import layout
+    from worker.storage import decode
 
-    monkeypatch.setattr(layout, "MAX_DECOMPRESSED_BYTES", 4096)
+    monkeypatch.setattr(decode, "MAX_DECOMPRESSED_BYTES", 4096)
     env = Env()
     env.bucket.put_backup("b1")
     env.bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip.compress(b" " * 1_000_000))

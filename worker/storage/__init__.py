@@ -1,14 +1,16 @@
 """The object-store port and the provider registry.
 
-A provider module knows bytes and keys (``s3.py``, ``gcs.py``, ``azure.py``); the Velero key
-layout lives only in ``layout.py``. Adding a provider is one module exposing ``CONFIG_KEYS`` and
-``open_store(settings)``, plus one line in ``PROVIDERS``.
+A provider module knows bytes and keys (``s3.py``, ``gcs.py``, ``azure.py``), on the
+shared ``sdk.py`` (guarded calls, the size check, the HTTP pool); the Velero key layout lives
+only in ``layout.py`` and the capped decoding of what it reads in ``decode.py``. Adding a
+provider is one module exposing ``CONFIG_KEYS`` and ``open_store(settings)``, plus one line
+in ``PROVIDERS``.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,30 +55,19 @@ class ObjectStore(Protocol):
 
     def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
         """Yield every common prefix under ``prefix`` (full, with the trailing delimiter),
-        following pagination lazily. Raises StoreError when a page cannot be read."""
+        following pagination lazily. Raises StoreError when a page cannot be read (a
+        missing bucket included)."""
         ...
 
     def get(self, key: str, max_bytes: int) -> bytes | None:
         """Read a whole object in one round trip; None when it is absent. Raises
-        ObjectTooLarge beyond ``max_bytes`` (without reading more than max_bytes + 1)
-        and StoreError for any other failure."""
+        ObjectTooLarge beyond ``max_bytes`` (without reading much more) and StoreError for
+        any other failure: a missing bucket is an error, never an absent object."""
         ...
 
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def paged(fetch: Callable[[str | None], tuple[Iterable[str], str | None]]) -> Iterator[str]:
-    """Yield the items of ``fetch(token) -> (items, next token)`` page by page, lazily, until
-    a page has no next token. Providers wrap ``fetch`` in their retry, so a failed page is
-    retried from its own token, never from the start."""
-    token: str | None = None
-    while True:
-        items, token = fetch(token)
-        yield from items
-        if not token:
-            return
 
 
 def normalize_provider(name: str) -> str:

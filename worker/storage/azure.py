@@ -16,24 +16,21 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobPrefix, BlobServiceClient, ContainerClient
 from dotenv import dotenv_values
-from urllib3.util.retry import Retry
 
 from worker import retry
-from worker.errors import ConfigError, ObjectTooLarge, StoreError
-from worker.storage import ObjectStore, StoreSettings, paged, parse_bool
+from worker.errors import ConfigError, StoreError
+from worker.storage import ObjectStore, StoreSettings, parse_bool, sdk
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Velero pkg/util/azure/storage.go constants, as the plugin's valid keys (providers.md §4.1).
 CONFIG_KEYS = frozenset(
@@ -49,8 +46,6 @@ CONFIG_KEYS = frozenset(
         "credentialsFile",
     }
 )
-
-_NOT_FOUND_CODES = frozenset({"BlobNotFound", "ContainerNotFound"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,46 +82,32 @@ CLOUDS: dict[str, Cloud] = {
 }
 
 
-class AzureStore:
+class AzureStore(sdk.GuardedStore):
     """One container, read-only. Azure SDK clients are thread-safe."""
 
     def __init__(
         self, service: BlobServiceClient, container: ContainerClient, settings: StoreSettings
     ) -> None:
+        super().__init__(settings)
         self._service = service
         self._container = container
         self._name = settings.bucket
-        self._settings = settings
 
-    def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
-        """Yield prefixes page by page; a failed page is retried from its marker."""
-        return paged(
-            lambda token: self._call(
-                functools.partial(self._list_page, prefix, delimiter, token),
-                f"list azure container {self._name}/{prefix}",
-            )
-        )
-
-    def get(self, key: str, max_bytes: int) -> bytes | None:
-        """One ranged GET of the first ``max_bytes + 1`` bytes; a missing blob or
-        container is None (as Velero's ObjectExists treats both)."""
-        return self._call(
-            functools.partial(self._get_once, key, max_bytes),
-            f"get azure container {self._name}/{key}",
-        )
+    def where(self, key: str) -> str:
+        return f"azure container {self._name}/{key}"
 
     def close(self) -> None:
         """Release connections."""
         self._container.close()
         self._service.close()
 
-    def _list_page(
+    def list_page(
         self, prefix: str, delimiter: str, token: str | None
     ) -> tuple[list[str], str | None]:
         pages = self._container.walk_blobs(
             name_starts_with=prefix or None,
             delimiter=delimiter,
-            results_per_page=self._settings.page_size,
+            results_per_page=self.settings.page_size,
         ).by_page(continuation_token=token)
         page = next(pages, None)
         if page is None:
@@ -135,7 +116,9 @@ class AzureStore:
         next_token: str | None = pages.continuation_token  # type: ignore[attr-defined]
         return names, next_token or None
 
-    def _get_once(self, key: str, max_bytes: int) -> bytes | None:
+    def get_once(self, key: str, max_bytes: int) -> bytes | None:
+        """One ranged GET of the first ``max_bytes + 1`` bytes; a missing blob is None, a
+        missing container an error."""
         blob = self._container.get_blob_client(key)
         try:
             # A range keeps the read at max_bytes + 1 even for a huge blob, in one request
@@ -143,26 +126,15 @@ class AzureStore:
             downloader = blob.download_blob(offset=0, length=max_bytes + 1)
             data = downloader.readall()
         except ResourceNotFoundError as exc:
-            if retry.error_code(exc) in _NOT_FOUND_CODES:
+            if retry.error_code(exc) == "BlobNotFound":
                 return None
             raise
         except HttpResponseError as exc:
             if exc.status_code == 416:
                 return b""  # a range on an empty blob is unsatisfiable; the blob exists
             raise
-        if len(data) > max_bytes:
-            raise ObjectTooLarge(
-                f"azure container {self._name}/{key} is larger than the {max_bytes}-byte cap"
-            )
+        sdk.check_size(len(data), max_bytes, self.where(key))
         return data
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return retry.call(fn, what=what, policy=self._settings.retry)
-        except (ObjectTooLarge, StoreError):
-            raise
-        except Exception as exc:
-            raise StoreError(f"{what}: {retry.describe(exc)}") from exc
 
 
 def open_store(settings: StoreSettings) -> ObjectStore:
@@ -243,61 +215,34 @@ def load_credentials(settings: StoreSettings) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+# Any of these in the credentials file means an app registration (or, before Velero 1.17, a
+# user) signs in; otherwise workload identity or a managed identity does.
+_SIGN_IN_KEYS = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+)
+
+
 def aad_credential(creds: Mapping[str, str], authority: str, settings: StoreSettings) -> Any:
     """An azure-identity credential chosen as Velero's NewCredential does (providers.md §4.2).
 
     The credentials keep azure-identity's own retries: a token request that fails for
     good surfaces as ClientAuthenticationError, which worker.retry does not retry.
     """
-    from azure.identity import (
-        CertificateCredential,
-        ClientSecretCredential,
-        ManagedIdentityCredential,
-        WorkloadIdentityCredential,
-    )
+    from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
 
-    tenants = [t for t in creds.get("AZURE_ADDITIONALLY_ALLOWED_TENANTS", "").split(";") if t]
-    common: dict[str, Any] = {"authority": authority, "additionally_allowed_tenants": tenants}
+    transport: dict[str, Any] = {
+        "connection_timeout": settings.timeout,
+        "read_timeout": settings.timeout,
+    }
     if settings.ca_bundle:
-        common["connection_verify"] = settings.ca_bundle
-    common["connection_timeout"] = settings.timeout
-    common["read_timeout"] = settings.timeout
-
-    secret = creds.get("AZURE_CLIENT_SECRET", "")
-    cert_data = creds.get("AZURE_CLIENT_CERTIFICATE", "")
-    cert_path = creds.get("AZURE_CLIENT_CERTIFICATE_PATH", "")
-    if secret or cert_data or cert_path or creds.get("AZURE_USERNAME"):
-        tenant = creds.get("AZURE_TENANT_ID", "")
-        client_id = creds.get("AZURE_CLIENT_ID", "")
-        if not tenant or not client_id:
-            raise ConfigError(
-                "AZURE_TENANT_ID and AZURE_CLIENT_ID are required in the credentials file "
-                "for client secret or certificate auth"
-            )
-        if secret:
-            return ClientSecretCredential(tenant, client_id, secret, **common)
-        if cert_data or cert_path:
-            send_chain = creds.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").lower()
-            cert_args: dict[str, Any] = (
-                {"certificate_data": cert_data.encode()}
-                if cert_data
-                else {"certificate_path": cert_path}
-            )
-            password = creds.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
-            try:
-                return CertificateCredential(
-                    tenant,
-                    client_id,
-                    password=password,
-                    send_certificate_chain=send_chain in ("1", "true"),
-                    **cert_args,
-                    **common,
-                )
-            except (ValueError, OSError) as exc:
-                raise ConfigError(
-                    f"cannot load the Azure client certificate: {retry.describe(exc)}"
-                ) from None
-        return _username_password(creds, tenant, client_id, common, settings)
+        transport["connection_verify"] = settings.ca_bundle
+    tenants = [t for t in creds.get("AZURE_ADDITIONALLY_ALLOWED_TENANTS", "").split(";") if t]
+    common = {"authority": authority, "additionally_allowed_tenants": tenants, **transport}
+    if any(creds.get(key) for key in _SIGN_IN_KEYS):
+        return _sign_in_credential(creds, common, settings)
     token_file = os.environ.get("AZURE_FEDERATED_TOKEN_FILE", "")
     if token_file:
         # Workload identity: tenant and client id come from the process env that the AKS
@@ -308,10 +253,46 @@ def aad_credential(creds: Mapping[str, str], authority: str, settings: StoreSett
             token_file_path=token_file,
             **common,
         )
-    managed: dict[str, Any] = {
-        k: v for k, v in common.items() if k not in ("authority", "additionally_allowed_tenants")
-    }
-    return ManagedIdentityCredential(client_id=creds.get("AZURE_CLIENT_ID") or None, **managed)
+    return ManagedIdentityCredential(client_id=creds.get("AZURE_CLIENT_ID") or None, **transport)
+
+
+def _sign_in_credential(
+    creds: Mapping[str, str], common: dict[str, Any], settings: StoreSettings
+) -> Any:
+    """A client secret's, a client certificate's or a user's credential, in that order."""
+    from azure.identity import CertificateCredential, ClientSecretCredential
+
+    tenant = creds.get("AZURE_TENANT_ID", "")
+    client_id = creds.get("AZURE_CLIENT_ID", "")
+    if not tenant or not client_id:
+        raise ConfigError(
+            "AZURE_TENANT_ID and AZURE_CLIENT_ID are required in the credentials file "
+            "for client secret or certificate auth"
+        )
+    secret = creds.get("AZURE_CLIENT_SECRET", "")
+    if secret:
+        return ClientSecretCredential(tenant, client_id, secret, **common)
+    cert_data = creds.get("AZURE_CLIENT_CERTIFICATE", "")
+    cert_path = creds.get("AZURE_CLIENT_CERTIFICATE_PATH", "")
+    if not cert_data and not cert_path:
+        return _username_password(creds, tenant, client_id, common, settings)
+    send_chain = creds.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").lower()
+    cert_args: dict[str, Any] = (
+        {"certificate_data": cert_data.encode()} if cert_data else {"certificate_path": cert_path}
+    )
+    try:
+        return CertificateCredential(
+            tenant,
+            client_id,
+            password=creds.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
+            send_certificate_chain=send_chain in ("1", "true"),
+            **cert_args,
+            **common,
+        )
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"cannot load the Azure client certificate: {retry.describe(exc)}"
+        ) from None
 
 
 def _username_password(
@@ -419,14 +400,11 @@ def _exchange_account_key(
         )
     account = config["storageAccount"]
     what = f"list keys of storage account {account}"
-    try:
-        result = retry.call(
-            lambda: arm.storage_accounts.list_keys(group, account, expand="kerb"),
-            what=what,
-            policy=settings.retry,
-        )
-    except Exception as exc:
-        raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+    result = sdk.guarded(
+        lambda: arm.storage_accounts.list_keys(group, account, expand="kerb"),
+        what,
+        settings.retry,
+    )
     # azure-mgmt-storage 25 models are mappings: the "keys" field is keys_property.
     for key in result.keys_property or ():
         permission = getattr(key.permissions, "value", key.permissions)
@@ -470,16 +448,7 @@ def _uri_from_arm(
 
 
 def _transport(settings: StoreSettings) -> RequestsTransport:
-    """A requests transport whose pool is sized to ``max_connections``, without urllib3
-    retries (worker.retry owns them)."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=1,
-        pool_maxsize=settings.max_connections,
-        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-    )
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    session = sdk.pooled(requests.Session(), settings)
     return RequestsTransport(session=session, session_owner=True, **_transport_kwargs(settings))
 
 

@@ -9,16 +9,16 @@ import binascii
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError
-from worker.profile import DEFAULT_PROFILE, VeleroProfile
+from worker.profile import VeleroProfile
 from worker.retry import RetryPolicy
 from worker.storage import (
     ObjectStore,
     StoreSettings,
-    no_warning,
     normalize_provider,
     open_store,
 )
@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 
 ReadSecret = Callable[[str, str], bytes]  # (secret name, key) -> value, in Velero's namespace
 
-# Where the chart mounts the credentials Secret (Velero's own install uses /credentials).
-DEFAULT_CREDENTIALS_DIR = "/credentials"
-
 # Config keys that name a file the provider reads and whose content leaves the pod.
 _FILE_KEYS = ("credentialsFile", "customerKeyEncryptionFile")
 
@@ -40,22 +37,25 @@ _FILE_KEYS = ("credentialsFile", "customerKeyEncryptionFile")
 _CONFIG_CA_CERT_PROVIDERS = frozenset({"aws", "azure"})
 
 
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """What the stores of every location share in one run."""
+
+    timeout: float  # seconds, for connect and for each read
+    max_connections: int  # HTTP pool size
+    retry: RetryPolicy
+    profile: VeleroProfile  # the Velero version whose behaviour to follow
+    credentials_dir: str  # the only folder spec.config may name a file in
+    warn: Callable[[str], None]  # for the run summary (a deprecation); also logged here
+
+
 def store_settings(
-    location: Mapping[str, Any],
-    read_secret: ReadSecret,
-    workdir: Path,
-    *,
-    timeout: float,
-    max_connections: int,
-    retry: RetryPolicy,
-    profile: VeleroProfile = DEFAULT_PROFILE,
-    credentials_dir: str = DEFAULT_CREDENTIALS_DIR,
-    warn: Callable[[str], None] = no_warning,
+    location: Mapping[str, Any], read_secret: ReadSecret, workdir: Path, options: StoreOptions
 ) -> tuple[StoreSettings, str]:
     """The provider settings and the prefix for a location. Raises ConfigError.
 
-    ``read_secret`` reads the Velero namespace, which is also the location's. ``warn``
-    receives what the run summary must show (it is logged here too)."""
+    ``read_secret`` reads the Velero namespace, which is also the location's; files the
+    location's Secrets hold are written under ``workdir``."""
     spec = location.get("spec") or {}
     provider = spec.get("provider")
     if not provider:
@@ -77,44 +77,50 @@ def store_settings(
         raise ConfigError("spec.config must be a map of strings")
     config = {str(k): str(v) for k, v in raw_config.items()}
 
-    credentials_file: str | None = None
-    credential = spec.get("credential")
-    if isinstance(credential, Mapping) and credential.get("name"):
-        name, key = str(credential["name"]), str(credential.get("key") or "")
-        if not key:
-            raise ConfigError(f"spec.credential of secret {name!r} names no key")
-        # Velero overwrites config credentialsFile with the Secret's file: the location's
-        # own value is never read, so it is not checked either, only dropped.
-        config.pop("credentialsFile", None)
-        try:
-            data = read_secret(name, key)
-        except ConfigError as exc:
-            raise ConfigError(f"spec.credential: {exc}") from None
-        credentials_file = str(write_credentials_file(data, workdir, name, key))
+    credentials_file = _credentials_file(spec.get("credential"), config, read_secret, workdir)
     for key in _FILE_KEYS:
         if key in config:
-            config[key] = _file_inside(key, config[key], credentials_dir)
+            config[key] = _file_inside(key, config[key], options.credentials_dir)
 
     def warn_and_log(message: str) -> None:
         log.warning(message, extra={"location": _name_of(location)})
-        warn(message)
+        options.warn(message)
 
-    pem, source = _ca_cert(provider, storage, config, read_secret, profile, warn_and_log)
+    pem, source = _ca_cert(provider, storage, config, read_secret, options.profile, warn_and_log)
     bundle = str(ca_bundle(pem, workdir, source=source)) if pem else None
 
     settings = StoreSettings(
-        provider=provider,
-        bucket=bucket,
-        config=config,
-        credentials_file=credentials_file,
-        ca_bundle=bundle,
-        timeout=timeout,
-        max_connections=max_connections,
-        retry=retry,
-        profile=profile,
-        warn=warn,
+        provider,
+        bucket,
+        config,
+        credentials_file,
+        bundle,
+        timeout=options.timeout,
+        max_connections=options.max_connections,
+        retry=options.retry,
+        profile=options.profile,
+        warn=options.warn,
     )
     return settings, prefix
+
+
+def _credentials_file(
+    credential: Any, config: dict[str, str], read_secret: ReadSecret, workdir: Path
+) -> str | None:
+    """The file written from ``spec.credential``'s Secret key, or None without one."""
+    if not isinstance(credential, Mapping) or not credential.get("name"):
+        return None
+    name, key = str(credential["name"]), str(credential.get("key") or "")
+    if not key:
+        raise ConfigError(f"spec.credential of secret {name!r} names no key")
+    # Velero overwrites config credentialsFile with the Secret's file: the location's own
+    # value is never read, so it is not checked either, only dropped.
+    config.pop("credentialsFile", None)
+    try:
+        data = read_secret(name, key)
+    except ConfigError as exc:
+        raise ConfigError(f"spec.credential: {exc}") from None
+    return str(write_credentials_file(data, workdir, name, key))
 
 
 def _file_inside(key: str, path: str, credentials_dir: str) -> str:

@@ -9,12 +9,11 @@ library's emulator convention) switches to anonymous credentials when no file is
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import google.auth
 import google.auth.exceptions
@@ -26,12 +25,10 @@ from google.auth.transport.requests import AuthorizedSession, Request
 from google.cloud import storage
 
 from worker import retry
-from worker.errors import ConfigError, ObjectTooLarge, StoreError
-from worker.storage import ObjectStore, StoreSettings, paged
+from worker.errors import ConfigError, StoreError
+from worker.storage import ObjectStore, StoreSettings, sdk
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 CONFIG_KEYS = frozenset(
     {"credentialsFile", "serviceAccount", "kmsKeyName", "storeEndpoint", "universeDomain"}
@@ -43,23 +40,19 @@ _JSON_API_PATH = "/storage/v1"
 READ_WRITE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 
 
-class _TooLarge(Exception):
-    """Raised from inside the download to stop it at the cap."""
-
-
 class _CappedSink:
     """A write-only file object that refuses to grow beyond ``max_bytes``. The library
     writes 8 KiB chunks, so at most one chunk past the cap is read off the wire."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, where: str) -> None:
         self._max = max_bytes
+        self._where = where
         self._chunks: list[bytes] = []
         self._size = 0
 
     def write(self, data: bytes) -> int:
         self._size += len(data)
-        if self._size > self._max:
-            raise _TooLarge
+        sdk.check_size(self._size, self._max, self._where)
         self._chunks.append(bytes(data))
         return len(data)
 
@@ -67,78 +60,66 @@ class _CappedSink:
         return b"".join(self._chunks)
 
 
-class GCSStore:
+class GCSStore(sdk.GuardedStore):
     """One GCS bucket, read-only. The storage client and its session are thread-safe for
     the calls used here (one HTTP request each)."""
 
     def __init__(
         self, client: Any, sessions: list[requests.Session], settings: StoreSettings
     ) -> None:
+        super().__init__(settings)
         self._client = client
         self._sessions = sessions
         self._bucket_name = settings.bucket
         self._bucket = client.bucket(settings.bucket)
-        self._settings = settings
+        self._bucket_exists = False  # known once a listing of it has answered
 
-    def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
-        """Yield prefixes page by page; a failed page is retried from its page token."""
-        return paged(
-            lambda token: self._call(
-                functools.partial(self._list_page, prefix, delimiter, token),
-                f"list gs://{self._bucket_name}/{prefix}",
-            )
-        )
-
-    def get(self, key: str, max_bytes: int) -> bytes | None:
-        """One media download; NotFound (object or bucket) is None."""
-        return self._call(
-            functools.partial(self._get_once, key, max_bytes),
-            f"get gs://{self._bucket_name}/{key}",
-        )
+    def where(self, key: str) -> str:
+        return f"gs://{self._bucket_name}/{key}"
 
     def close(self) -> None:
         """Release connections."""
         for session in self._sessions:
             session.close()
 
-    def _list_page(
+    def list_page(
         self, prefix: str, delimiter: str, token: str | None
     ) -> tuple[list[str], str | None]:
         iterator = self._client.list_blobs(
             self._bucket_name,
             prefix=prefix or None,
             delimiter=delimiter,
-            page_size=self._settings.page_size,
+            page_size=self.settings.page_size,
             page_token=token,
-            timeout=self._settings.timeout,
+            timeout=self.settings.timeout,
             retry=None,
         )
         page = next(iterator.pages, None)
+        self._bucket_exists = True
         prefixes = list(getattr(page, "prefixes", ())) if page is not None else []
         next_token: str | None = iterator.next_page_token
         return prefixes, next_token
 
-    def _get_once(self, key: str, max_bytes: int) -> bytes | None:
-        sink = _CappedSink(max_bytes)  # fresh per attempt: a retry starts from byte 0
+    def get_once(self, key: str, max_bytes: int) -> bytes | None:
+        """One media download; NotFound is None if the bucket exists."""
+        sink = _CappedSink(max_bytes, self.where(key))  # fresh per attempt: from byte 0
         try:
-            self._bucket.blob(key).download_to_file(
-                sink, timeout=self._settings.timeout, retry=None
-            )
+            self._bucket.blob(key).download_to_file(sink, timeout=self.settings.timeout, retry=None)
         except NotFound:
+            self._check_bucket(key)
             return None
-        except _TooLarge:
-            raise ObjectTooLarge(
-                f"gs://{self._bucket_name}/{key} is larger than the {max_bytes}-byte cap"
-            ) from None
         return sink.getvalue()
 
-    def _call(self, fn: Callable[[], T], what: str) -> T:
+    def _check_bucket(self, key: str) -> None:
+        """A download's 404 does not say whether the object or the bucket is missing, and a
+        missing bucket must fail the location, never read as absent. The sync lists the
+        bucket before it reads, so this costs a request only to a read that comes first."""
+        if self._bucket_exists:
+            return
         try:
-            return retry.call(fn, what=what, policy=self._settings.retry)
-        except (ObjectTooLarge, StoreError):
-            raise
-        except Exception as exc:
-            raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+            self.list_page("", "/", None)
+        except NotFound:
+            raise StoreError(f"get {self.where(key)}: the bucket does not exist") from None
 
 
 def open_store(settings: StoreSettings) -> ObjectStore:
@@ -146,14 +127,17 @@ def open_store(settings: StoreSettings) -> ObjectStore:
     config = settings.config
     credentials, project = _credentials(settings)
 
-    auth_session = _http_session(settings)
-    session = AuthorizedSession(  # type: ignore[no-untyped-call]
-        credentials,
-        refresh_timeout=settings.timeout,
-        auth_request=Request(session=auth_session),
+    # Token refreshes get the same pool limits and trust as the data path. caCert is an
+    # extension here: the Go plugin ignores it for GCS (providers.md §3.4).
+    auth_session = sdk.pooled(requests.Session(), settings)
+    session = sdk.pooled(
+        AuthorizedSession(  # type: ignore[no-untyped-call]
+            credentials,
+            refresh_timeout=settings.timeout,
+            auth_request=Request(session=auth_session),
+        ),
+        settings,
     )
-    # caCert is an extension here: the Go plugin ignores it for GCS (providers.md §3.4).
-    _mount_pool(session, settings)
 
     client_options: dict[str, str] = {}
     endpoint = config.get("storeEndpoint", "")
@@ -161,23 +145,20 @@ def open_store(settings: StoreSettings) -> ObjectStore:
         client_options["api_endpoint"] = api_endpoint(endpoint)
     if config.get("universeDomain"):
         client_options["universe_domain"] = config["universeDomain"]
-    what = f"open gs://{settings.bucket}"
-    try:
-        # Network: metadata-server credentials fetch their universe domain here.
-        client = retry.call(
-            lambda: storage.Client(
+
+    def new_client() -> Any:
+        try:
+            return storage.Client(
                 project=project,
                 credentials=credentials,
                 client_options=client_options or None,
                 _http=session,
-            ),
-            what=what,
-            policy=settings.retry,
-        )
-    except ValueError as exc:  # e.g. universe domain of client and credentials differ
-        raise ConfigError(f"GCS client: {exc}") from None
-    except Exception as exc:
-        raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+            )
+        except ValueError as exc:  # e.g. universe domain of client and credentials differ
+            raise ConfigError(f"GCS client: {exc}") from None
+
+    # Network: metadata-server credentials fetch their universe domain here.
+    client = sdk.guarded(new_client, f"open gs://{settings.bucket}", settings.retry)
     # The library fetches bucket metadata in background threads for tracing attributes:
     # extra GETs per bucket (and on every 404) that need storage.buckets.get, which a
     # read-only identity may lack. Nothing here uses them.
@@ -269,41 +250,3 @@ def _credentials_from_file(path: str) -> tuple[Any, str | None]:
     else:
         raise ValueError(f"unsupported credentials type {kind!r}")
     return loader(info, **scoped), project
-
-
-def _http_session(settings: StoreSettings) -> requests.Session:
-    """The session used for token refreshes: same pool limits and trust as the data path."""
-    session = requests.Session()
-    _mount_pool(session, settings)
-    return session
-
-
-class _Adapter(requests.adapters.HTTPAdapter):
-    """An adapter that pins certificate verification to our CA bundle.
-
-    ``Session.verify`` is not enough: with ``trust_env`` (needed for proxies) requests lets
-    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override it for every request."""
-
-    def __init__(self, verify: str, **kwargs: Any) -> None:
-        self._verify = verify
-        super().__init__(**kwargs)
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs["verify"] = self._verify
-        return super().send(request, *args, **kwargs)
-
-
-def _mount_pool(session: requests.Session, settings: StoreSettings) -> None:
-    # max_retries=0: retries belong to worker.retry, not to urllib3.
-    pool: dict[str, Any] = {
-        "pool_connections": 1,
-        "pool_maxsize": settings.max_connections,
-        "max_retries": 0,
-    }
-    adapter = (
-        _Adapter(settings.ca_bundle, **pool)
-        if settings.ca_bundle
-        else requests.adapters.HTTPAdapter(**pool)
-    )
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)

@@ -9,15 +9,14 @@ Retries live in ``worker.retry``; botocore's own are switched off.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import os
 import platform
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import botocore
 import botocore.session
@@ -26,12 +25,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker import __version__, retry
-from worker.errors import ConfigError, ObjectTooLarge, StoreError
-from worker.storage import ObjectStore, StoreSettings, parse_bool
+from worker.errors import ConfigError, StoreError
+from worker.storage import ObjectStore, StoreSettings, parse_bool, sdk
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # velero-plugin-for-aws v1.11.1 object_store.go Init (providers.md §2.1). Most write-side
 # keys are accepted (and some validated) although a read-only sync never uses them, so a BSL
@@ -66,57 +63,48 @@ USER_AGENT = (
 )
 
 
-class S3Store:
+class S3Store(sdk.GuardedStore):
     """One S3 bucket, read-only. botocore clients are thread-safe, so is this."""
 
-    def __init__(
-        self, client: Any, bucket: str, settings: StoreSettings, sse_c_key: bytes | None
-    ) -> None:
+    def __init__(self, client: Any, settings: StoreSettings, sse_c_key: bytes | None) -> None:
+        super().__init__(settings)
         self._client = client
-        self._bucket = bucket
-        self._settings = settings
+        self._bucket = settings.bucket
         self._sse: dict[str, Any] = (
             {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": sse_c_key} if sse_c_key else {}
         )
 
-    def list_common_prefixes(self, prefix: str, delimiter: str = "/") -> Iterator[str]:
-        """Yield common prefixes page by page; a failed page is retried from its token."""
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "Bucket": self._bucket,
-                "Prefix": prefix,
-                "Delimiter": delimiter,
-                "MaxKeys": self._settings.page_size,
-            }
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(
-                functools.partial(self._client.list_objects_v2, **kwargs),
-                f"list s3://{self._bucket}/{prefix}",
-            )
-            for common in page.get("CommonPrefixes") or ():
-                yield common["Prefix"]
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
-            if not token:
-                raise StoreError(
-                    f"list s3://{self._bucket}/{prefix}: truncated page without a "
-                    "continuation token"
-                )
-
-    def get(self, key: str, max_bytes: int) -> bytes | None:
-        """GetObject in one round trip; NoSuchKey is None, NoSuchBucket is an error."""
-        return self._call(
-            functools.partial(self._get_once, key, max_bytes), f"get s3://{self._bucket}/{key}"
-        )
+    def where(self, key: str) -> str:
+        return f"s3://{self._bucket}/{key}"
 
     def close(self) -> None:
         """Release the connection pool."""
         self._client.close()
 
-    def _get_once(self, key: str, max_bytes: int) -> bytes | None:
+    def list_page(
+        self, prefix: str, delimiter: str, token: str | None
+    ) -> tuple[list[str], str | None]:
+        kwargs: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Prefix": prefix,
+            "Delimiter": delimiter,
+            "MaxKeys": self.settings.page_size,
+        }
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = self._client.list_objects_v2(**kwargs)
+        prefixes = [common["Prefix"] for common in page.get("CommonPrefixes") or ()]
+        if not page.get("IsTruncated"):
+            return prefixes, None
+        next_token: str | None = page.get("NextContinuationToken")
+        if not next_token:
+            raise StoreError(
+                f"list {self.where(prefix)}: truncated page without a continuation token"
+            )
+        return prefixes, next_token
+
+    def get_once(self, key: str, max_bytes: int) -> bytes | None:
+        """GetObject; NoSuchKey is None, NoSuchBucket an error."""
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=key, **self._sse)
         except ClientError as exc:
@@ -126,40 +114,26 @@ class S3Store:
         body = response["Body"]
         try:
             length = response.get("ContentLength")
-            if isinstance(length, int) and length > max_bytes:
-                raise _too_large(self._bucket, key, max_bytes)
-            data = _read_capped(body.read, max_bytes)
+            if isinstance(length, int):
+                sdk.check_size(length, max_bytes, self.where(key))
+            data = _read_at_most(body.read, max_bytes + 1)
         finally:
             body.close()
-        if data is None:
-            raise _too_large(self._bucket, key, max_bytes)
+        sdk.check_size(len(data), max_bytes, self.where(key))
         return data
 
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return retry.call(fn, what=what, policy=self._settings.retry)
-        except (ObjectTooLarge, StoreError):
-            raise
-        except Exception as exc:
-            raise StoreError(f"{what}: {retry.describe(exc)}") from exc
 
-
-def _read_capped(read: Callable[[int], bytes], max_bytes: int) -> bytes | None:
-    """Read a stream to its end, or stop after ``max_bytes + 1`` bytes and return None."""
+def _read_at_most(read: Callable[[int], bytes], limit: int) -> bytes:
+    """Read a stream to its end or to ``limit`` bytes, whichever comes first."""
     chunks: list[bytes] = []
     total = 0
-    while True:
-        chunk = read(min(_READ_CHUNK, max_bytes + 1 - total))
+    while total < limit:
+        chunk = read(min(_READ_CHUNK, limit - total))
         if not chunk:
-            return b"".join(chunks)
+            break
         chunks.append(chunk)
         total += len(chunk)
-        if total > max_bytes:
-            return None
-
-
-def _too_large(bucket: str, key: str, max_bytes: int) -> ObjectTooLarge:
-    return ObjectTooLarge(f"s3://{bucket}/{key} is larger than the {max_bytes}-byte cap")
+    return b"".join(chunks)
 
 
 def open_store(settings: StoreSettings) -> ObjectStore:
@@ -203,7 +177,7 @@ def open_store(settings: StoreSettings) -> ObjectStore:
         )
     except BotoCoreError as exc:  # no network here: configuration trouble
         raise ConfigError(f"cannot configure the S3 client: {retry.describe(exc)}") from None
-    return S3Store(client, settings.bucket, settings, sse_c_key)
+    return S3Store(client, settings, sse_c_key)
 
 
 def addressing_style(
@@ -408,17 +382,13 @@ def _detect_region(
             headers = (exc.response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
             if headers.get("x-amz-bucket-region"):
                 return dict(headers)
+            if retry.http_status(exc) == 404:
+                raise StoreError(f"{what}: bucket not found") from exc
             raise
         return dict(response["ResponseMetadata"]["HTTPHeaders"])
 
     try:
-        headers = retry.call(head, what=what, policy=settings.retry)
-    except ClientError as exc:
-        if retry.http_status(exc) == 404:
-            raise StoreError(f"{what}: bucket not found") from exc
-        raise StoreError(f"{what}: {retry.describe(exc)}") from exc
-    except Exception as exc:
-        raise StoreError(f"{what}: {retry.describe(exc)}") from exc
+        headers = sdk.guarded(head, what, settings.retry)
     finally:
         client.close()
     region = headers.get("x-amz-bucket-region", "")
