@@ -18,12 +18,12 @@ from worker.errors import ClusterError, ConfigError
 from worker.locations import Shard
 from worker.logs import configure as configure_logging
 from worker.profile import AUTO, parse_version
-from worker.progress import StatusLine
+from worker.progress import ProgressFactory, StatusLine
 from worker.progress import factory as progress_factory
 from worker.ratelimit import VELERO_BURST
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, RunReport
 from worker.retry import RetryPolicy
-from worker.run import explain, run
+from worker.run import Run, explain
 from worker.settings import Settings, parse_features
 from worker.shutdown import Shutdown, install
 
@@ -400,6 +400,13 @@ def explain_main(argv: Sequence[str]) -> int:
     return explanation.exit_code
 
 
+def sync_run(
+    settings: Settings, *, progress: ProgressFactory, shutdown: Shutdown, report: RunReport
+) -> RunReport:
+    """The command's sync run, filling ``report`` (the CLI tests replace this seam)."""
+    return Run(settings, progress=progress, shutdown=shutdown).sync(report)
+
+
 # After the grace period, how long the run may take to wrap up (its own bounded waits end
 # at the grace period) before the summary is printed without it.
 WRAP_UP_SECONDS = 2.0
@@ -415,7 +422,7 @@ def _run_until_done_or_grace_over(
 
     def target() -> None:
         try:
-            run(settings, progress=progress_factory(status), shutdown=shutdown, report=report)
+            sync_run(settings, progress=progress_factory(status), shutdown=shutdown, report=report)
         except BaseException as exc:
             escaped.append(exc)
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
-    """Stands in for worker.run.run and the logging setup; never touches a cluster."""
+    """Stands in for worker.cli.sync_run and the logging setup; never touches a cluster."""
 
     def __init__(self, report: RunReport | None = None) -> None:
         self.settings: list[Settings] = []
@@ -45,7 +45,7 @@ class Recorder:
 @pytest.fixture
 def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(cli, "run", recorder.run)
+    monkeypatch.setattr(cli, "sync_run", recorder.run)
     monkeypatch.setattr(cli, "configure_logging", recorder.configure)
     monkeypatch.setattr(cli, "pod_namespace", lambda: None)
     monkeypatch.delenv("VELERO_NAMESPACE", raising=False)
@@ -322,7 +322,7 @@ def test_main_returns_the_report_exit_code(
     if errors:
         loc.errors.append(ItemFailure("Backup velero/x", "bad"))
     rec = Recorder(RunReport(namespace="velero", locations=[loc]))
-    monkeypatch.setattr(cli, "run", rec.run)
+    monkeypatch.setattr(cli, "sync_run", rec.run)
     monkeypatch.setattr(cli, "configure_logging", rec.configure)
     assert cli.main(["--namespace", "velero"]) == code
 

@@ -20,7 +20,7 @@ from worker.sync import SyncOptions, sync_location
 
 
 class Recorder:
-    """Stands in for worker.run.run and the logging setup (whatever else they are given)."""
+    """Stands in for worker.cli.sync_run and the logging setup (whatever else they are given)."""
 
     def __init__(self) -> None:
         self.settings: list[Settings] = []
@@ -41,7 +41,7 @@ def parsed(rec: Recorder, *argv: str) -> Settings:
 @pytest.fixture
 def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(cli, "run", recorder.run)
+    monkeypatch.setattr(cli, "sync_run", recorder.run)
     monkeypatch.setattr(cli, "configure_logging", recorder.configure)
     monkeypatch.setattr(cli, "pod_namespace", lambda: None)
     monkeypatch.delenv("VELERO_NAMESPACE", raising=False)

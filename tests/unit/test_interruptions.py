@@ -704,7 +704,7 @@ def test_a_run_stuck_in_a_call_is_abandoned_and_the_summary_still_printed(
         stuck.wait(30)  # a black-holed store listing in the run's thread
         return report
 
-    monkeypatch.setattr(cli, "run", run_stuck_in_a_listing)
+    monkeypatch.setattr(cli, "sync_run", run_stuck_in_a_listing)
     monkeypatch.setattr(cli, "WRAP_UP_SECONDS", 0.2)
     shutdown = Shutdown(grace=0.3)
     report = RunReport(namespace=NS)
@@ -804,7 +804,7 @@ def test_a_bug_escaping_the_run_thread_is_raised_not_reported_as_success(
     def broken_run(settings: Any, **_: Any) -> RunReport:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli, "run", broken_run)
+    monkeypatch.setattr(cli, "sync_run", broken_run)
     with pytest.raises(KeyError, match="a bug"):
         cli._run_until_done_or_grace_over(settings(), None, Shutdown(), RunReport(namespace=NS))
 

@@ -22,12 +22,11 @@ from worker.storage import (
     normalize_provider,
     open_store,
 )
-from worker.storage.credentials import ca_bundle, write_credentials_file
+from worker.storage.credentials import ReadSecret, ca_bundle, write_credentials_file
 from worker.storage.layout import BackupStore
 
 log = logging.getLogger(__name__)
 
-ReadSecret = Callable[[str, str], bytes]  # (secret name, key) -> value, in Velero's namespace
 
 # Config keys that name a file the provider reads and whose content leaves the pod.
 _FILE_KEYS = ("credentialsFile", "customerKeyEncryptionFile")

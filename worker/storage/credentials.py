@@ -1,4 +1,5 @@
-"""Files the providers read: a Secret's credentials and a CA bundle.
+"""Credentials: the Secrets a location names, read from the Velero namespace, and the files
+the providers read (a Secret's credentials and a CA bundle).
 
 Velero hands its plugins file paths, not bytes (``credentialsFile``, ``caCert`` as PEM);
 the SDKs want paths too. These helpers write such files into a private per-run directory
@@ -11,14 +12,38 @@ import contextlib
 import hashlib
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import certifi
 from cryptography import x509
 
-from worker.errors import ConfigError
+from worker.cluster import Cluster
+from worker.errors import ClusterError, ConfigError, NotFound
 
 _FORBIDDEN_IN_NAMES = ("/", "\\", "\0")
+
+ReadSecret = Callable[[str, str], bytes]  # (secret name, key) -> value, in Velero's namespace
+
+
+def secret_reader(cluster: Cluster, namespace: str) -> ReadSecret:
+    """Secrets a location names, from the Velero namespace; a missing or forbidden one is
+    a configuration error (exit 2): retrying the job cannot help, fixing it can."""
+
+    def read_secret(name: str, key: str) -> bytes:
+        try:
+            return cluster.read_secret(namespace, name, key)
+        except NotFound:
+            raise ConfigError(f"Secret {name!r} not found in namespace {namespace}") from None
+        except ClusterError as exc:
+            if exc.status != 403:
+                raise
+            raise ConfigError(
+                f"not allowed to read Secret {name!r} in namespace {namespace} (the chart "
+                f"grants it when the Secret is listed in credentials.locationSecrets)"
+            ) from None
+
+    return read_secret
 
 
 def write_credentials_file(data: bytes, directory: Path, name: str, key: str) -> Path:
