@@ -13,7 +13,7 @@ from typing import TextIO, TypeVar
 
 from worker import __version__
 from worker.cluster import pod_namespace
-from worker.durations import parse_go_duration
+from worker.durations import go_duration, parse_go_duration
 from worker.errors import ClusterError, ConfigError
 from worker.locations import Shard
 from worker.logs import configure as configure_logging
@@ -104,7 +104,28 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         epilog=EXPLAIN_EXIT_CODES_HELP if explain else EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
+    for add_options in (_where, _api_client, _guard, _velero, _output):
+        add_options(parser.add_argument)
+    if explain:
+        parser.add_argument("name", metavar="NAME", help="the backup to look up")
+        # What only a sync uses: explain writes nothing and takes no signals.
+        parser.set_defaults(
+            force=False,
+            dry_run=True,
+            concurrency=DEFAULTS.concurrency,
+            pushgateway_url=None,
+            shutdown_grace=DEFAULTS.shutdown_grace,
+        )
+    else:
+        _sync_only(parser.add_argument_group("sync only (not explain)").add_argument)
+    return parser
+
+
+Add = Callable[..., object]  # ArgumentParser.add_argument, or a group's
+
+
+def _where(add: Add) -> None:
+    """Which cluster, namespace and locations."""
     add(
         "--namespace",
         help="Velero namespace (env VELERO_NAMESPACE; default: the pod's namespace in a "
@@ -114,9 +135,9 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
     add("--context", help="kubeconfig context (default: the current context)")
     add(
         "--default-backup-sync-period",
-        default="1m",
         metavar="DURATION",
-        help="Go duration used for locations without spec.backupSyncPeriod (default: 1m)",
+        help="Go duration used for locations without spec.backupSyncPeriod (default: "
+        f"{go_duration(DEFAULTS.default_sync_period)})",
     )
     add("--features", default="", help="comma list of Velero features, e.g. EnableCSI")
     add(
@@ -126,6 +147,10 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         metavar="NAME",
         help="only sync this location (repeatable; default: all)",
     )
+
+
+def _api_client(add: Add) -> None:
+    """How the API server and the stores are called."""
     add(
         "--kube-qps",
         type=_non_negative_float,
@@ -161,6 +186,10 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up retrying one call after this long (default: {DEFAULTS.retry.max_seconds:g})",
     )
+
+
+def _guard(add: Add) -> None:
+    """The mass-deletion guard (worker.guard)."""
     add(
         "--mass-orphan-share",
         type=_share,
@@ -184,6 +213,10 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         help="delete orphans even when the mass-deletion guard would block (after emptying "
         "a bucket on purpose)",
     )
+
+
+def _velero(add: Add) -> None:
+    """Which Velero to sync like, its credentials folder, and the shard."""
     add(
         "--velero-version",
         metavar="auto|X.Y[.Z]",
@@ -218,26 +251,25 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         help="the shard count of an Indexed Job (env BACKUP_SYNC_SHARDS): this pod takes "
         "shard JOB_COMPLETION_INDEX of N",
     )
+
+
+def _output(add: Add) -> None:
     add(
         "--log-level",
-        default="info",
+        default=DEFAULTS.log_level,
         choices=["debug", "info", "warning", "error"],
-        help="(default: info)",
+        help=f"(default: {DEFAULTS.log_level})",
     )
-    add("--log-format", default="text", choices=["text", "json"], help="(default: text)")
+    add(
+        "--log-format",
+        default=DEFAULTS.log_format,
+        choices=["text", "json"],
+        help=f"(default: {DEFAULTS.log_format})",
+    )
     add("--version", action="version", version=f"%(prog)s {__version__}")
-    if explain:
-        add("name", metavar="NAME", help="the backup to look up")
-        # What only a sync uses: explain writes nothing and takes no signals.
-        parser.set_defaults(
-            force=False,
-            dry_run=True,
-            concurrency=DEFAULTS.concurrency,
-            pushgateway_url=None,
-            shutdown_grace=DEFAULTS.shutdown_grace,
-        )
-        return parser
-    only = parser.add_argument_group("sync only (not explain)").add_argument
+
+
+def _sync_only(only: Add) -> None:
     only("--force", action="store_true", help="ignore the sync period (never a period of 0)")
     only(
         "--dry-run",
@@ -267,7 +299,6 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         "(keep it below the pod's terminationGracePeriodSeconds; "
         f"default: {DEFAULTS.shutdown_grace:g})",
     )
-    return parser
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
@@ -324,10 +355,12 @@ def _shard(text: str | None, count: int | None, env: dict[str, str]) -> Shard | 
     return Shard.parse(f"{index}/{count}")
 
 
-def _default_period(text: str) -> timedelta:
-    """A positive Go duration. Zero means "never" only in a location's own
-    spec.backupSyncPeriod; as the default it would silently disable every location without
-    one (Velero itself would fall back to 1m)."""
+def _default_period(text: str | None) -> timedelta:
+    """A positive Go duration (None: Settings' default). Zero means "never" only in a
+    location's own spec.backupSyncPeriod; as the default it would silently disable every
+    location without one (Velero itself would fall back to 1m)."""
+    if text is None:
+        return DEFAULTS.default_sync_period
     period = parse_go_duration(text)
     if period <= timedelta(0):
         raise ConfigError(

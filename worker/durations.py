@@ -63,3 +63,24 @@ def parse_go_duration(text: str) -> timedelta:
     # timedelta counts microseconds: round up, so that a positive period (1ns) never
     # becomes 0, which would mean "never sync".
     return timedelta(microseconds=sign * -(-total_ns // 1000))
+
+
+def go_duration(value: timedelta) -> str:
+    """Go's ``time.Duration.String()``: ``1m0s``, ``1h30m0s``, ``1.5s``, ``500ms``, ``0s``."""
+    ns = (value // timedelta(microseconds=1)) * 1_000
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:  # under a second: the largest unit that keeps it >= 1
+        unit, size = next((u, n) for u, n in (("ms", 10**6), ("µs", 10**3), ("ns", 1)) if ns >= n)
+        return sign + _decimal(ns, size) + unit
+    hours, rest = divmod(ns, 3_600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
+    return sign + text + _decimal(rest, 10**9) + "s"
+
+
+def _decimal(count: int, unit: int) -> str:
+    whole, fraction = divmod(count, unit)
+    digits = f"{fraction:0{len(str(unit)) - 1}d}".rstrip("0") if unit > 1 else ""
+    return f"{whole}.{digits}" if digits else str(whole)

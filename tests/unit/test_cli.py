@@ -85,7 +85,7 @@ def test_parser_defaults_match_the_contract() -> None:
     assert args.namespace is None
     assert args.kubeconfig is None
     assert args.context is None
-    assert args.default_backup_sync_period == "1m"
+    assert args.default_backup_sync_period is None  # Settings.default_sync_period: 1m
     assert args.features == ""
     assert args.location == []
     assert args.force is False

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from worker.durations import parse_go_duration
+from worker.durations import go_duration, parse_go_duration
 from worker.errors import ConfigError
 from worker.settings import parse_features
 
@@ -98,3 +98,24 @@ def test_features_parse_known_names() -> None:
 def test_unknown_feature_is_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="EnableFoo"):
         parse_features("EnableCSI,EnableFoo")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(0), "0s"),
+        (timedelta(minutes=1), "1m0s"),
+        (timedelta(hours=1, minutes=30), "1h30m0s"),
+        (timedelta(hours=720), "720h0m0s"),
+        (timedelta(seconds=1.5), "1.5s"),
+        (timedelta(minutes=2, milliseconds=5), "2m0.005s"),
+        (timedelta(milliseconds=500), "500ms"),
+        (timedelta(microseconds=1500), "1.5ms"),
+        (timedelta(microseconds=7), "7µs"),
+        (timedelta(seconds=-90), "-1m30s"),
+    ],
+)
+def test_formatted_as_go_formats_durations(value: timedelta, text: str) -> None:
+    # The strings Go's time.Duration.String() gives for the same values.
+    assert go_duration(value) == text
+    assert parse_go_duration(text) == value
