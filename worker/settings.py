@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from worker.errors import ConfigError
-from worker.guard import MassDeletionGuard
+from worker.guard import DEFAULT_FLOOR, DEFAULT_SHARE, MassDeletionGuard
 from worker.locations import Shard
 from worker.retry import DEFAULT_POLICY, RetryPolicy
+from worker.shutdown import DEFAULT_GRACE_SECONDS
 
 CSI_FEATURE = "EnableCSI"
 KNOWN_FEATURES = frozenset({CSI_FEATURE})
@@ -47,12 +48,12 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     # Mass-deletion guard (worker.guard): see --mass-orphan-share / --mass-orphan-floor.
-    mass_orphan_share: float = 0.5
-    mass_orphan_floor: int = 10
+    mass_orphan_share: float = DEFAULT_SHARE
+    mass_orphan_floor: int = DEFAULT_FLOOR
     allow_mass_orphan_deletion: bool = False
     pushgateway_url: str | None = None
     # After SIGTERM/SIGINT, how long work in flight may run (worker.shutdown).
-    shutdown_grace: float = 20.0
+    shutdown_grace: float = DEFAULT_GRACE_SECONDS
     # Sync the way this Velero version does (worker.profile): "auto" or X.Y[.Z].
     velero_version: str = "auto"
     velero_deployment: str = "velero"  # read for "auto"
