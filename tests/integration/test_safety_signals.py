@@ -6,19 +6,17 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from harness.controlplane import ControlPlane
 from harness.objectstores import AZURITE_KEY, AZURITE_KEY_VAR
 from harness.seed import SeedBackup
 from tests.integration.env import CLI, CliResult, SyncEnv
+from tests.pushgateway import Gateway
 
 pytestmark = pytest.mark.integration
 
@@ -50,45 +48,10 @@ def reasons(env: SyncEnv, location: str) -> list[str]:
     return [e["reason"] for e in describe_events(env, location)]
 
 
-class Gateway:
-    """A stand-in Pushgateway on loopback that records every push."""
-
-    def __init__(self) -> None:
-        self.pushes: list[tuple[str, str, str]] = []  # method, path, body
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-                gateway.pushes.append((self.command, self.path, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_PUT = _record
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def samples(self, path: str) -> dict[str, float]:
-        # the last push to the group: a run's own group gets its start, then its end
-        *_, body = [b for _, p, b in self.pushes if p == path]
-        return {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    gw = Gateway()
-    yield gw
-    gw.close()
+    with Gateway() as gw:
+        yield gw
 
 
 # -- the mass-deletion guard --------------------------------------------------------------------
@@ -123,7 +86,7 @@ def test_wrong_prefix_deletes_nothing_then_the_override_deletes(
     assert [e["reason"] for e in events] == ["BackupsSynced", "MassDeletionBlocked"]
     assert events[-1]["type"] == "Warning"
     assert "--allow-mass-orphan-deletion" in events[-1]["message"]
-    pushed = gateway.samples(f"/metrics/job/backup-sync/location/default/namespace/{env.namespace}")
+    pushed = gateway.group(f"/metrics/job/backup-sync/location/default/namespace/{env.namespace}")
     assert pushed["backup_sync_orphans_blocked"] == 12
     assert pushed["backup_sync_location_last_run_success"] == 0
 
@@ -177,17 +140,17 @@ def test_events_tell_the_story_and_metrics_are_pushed(s3_env: SyncEnv, gateway: 
     assert (failed["type"], failed["reason"]) == ("Warning", "SyncFailed")
 
     ns = env.namespace
-    default = gateway.samples(f"/metrics/job/backup-sync/location/default/namespace/{ns}")
+    default = gateway.group(f"/metrics/job/backup-sync/location/default/namespace/{ns}")
     assert default["backup_sync_backups_created"] == 2
     assert default["backup_sync_backups_deleted"] == 1
     assert default["backup_sync_backups_failed"] == 1
     assert default["backup_sync_location_last_success_timestamp_seconds"] > 1.7e9
-    broken = gateway.samples(f"/metrics/job/backup-sync/location/broken/namespace/{ns}")
+    broken = gateway.group(f"/metrics/job/backup-sync/location/broken/namespace/{ns}")
     assert "backup_sync_location_last_success_timestamp_seconds" not in broken
-    run = gateway.samples(f"/metrics/job/backup-sync/namespace/{ns}")
+    run = gateway.group(f"/metrics/job/backup-sync/namespace/{ns}")
     assert run["backup_sync_last_run_exit_code"] == 1
     assert 0 < run["backup_sync_run_duration_seconds"] < result.seconds
-    assert all(method == "POST" for method, _, _ in gateway.pushes)
+    assert all(push.method == "POST" for push in gateway.pushes)
 
 
 def test_events_forbidden_never_fail_the_run(control_plane: ControlPlane, s3_env: SyncEnv) -> None:
@@ -278,7 +241,7 @@ def _all_output(env: SyncEnv, runs: list[CliResult], gateway: Gateway) -> str:
     events = env.ok("GET", f"/apis/events.k8s.io/v1/namespaces/{env.namespace}/events")
     parts = [r.stdout + "\n" + r.stderr for r in runs]
     parts.append(json.dumps(events))
-    parts += [body for _, _, body in gateway.pushes]
+    parts += [push.body for push in gateway.pushes]
     return "\n".join(parts)
 
 

@@ -3,19 +3,30 @@
 They behave like the real things where the sync depends on it: the cluster assigns UIDs,
 answers AlreadyExists and NotFound, filters by label selector and records every write; the
 store lists common prefixes and returns None for absent keys. Failures are injected per
-operation with ``fail_on``.
+operation with ``fail_on``; anything else a test needs to happen at a call (a race lost, a
+process killed half way, a slow answer, a record of what was asked) with ``before``.
+
+The bucket's documents are built by ``harness.velero_docs``, as the seeding of real buckets
+builds them.
 """
 
 from __future__ import annotations
 
 import copy
-import gzip
 import itertools
-import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from harness.velero_docs import (
+    backup_files,
+    backup_key,
+    stored_backup,
+    stored_pvb,
+    stored_vsclass,
+    stored_vscontent,
+)
+from harness.velero_docs import gzip_json as gz
 from worker.cluster import SECRET, Kind
 from worker.errors import (
     AlreadyExists,
@@ -26,7 +37,21 @@ from worker.errors import (
     StoreError,
 )
 
+# gz and the stored_* builders: re-exported for the tests that still import them from here.
+__all__ = [
+    "Bucket",
+    "FakeCluster",
+    "MemoryStore",
+    "gz",
+    "merge_patch",
+    "stored_backup",
+    "stored_pvb",
+    "stored_vsclass",
+    "stored_vscontent",
+]
+
 Obj = dict[str, Any]
+Hook = Callable[..., object]  # called with a port call's arguments, kind first
 
 
 def _matches(obj: Obj, selector: str | None) -> bool:
@@ -67,6 +92,7 @@ class FakeCluster:
         self.status_subresource = False  # BSL status subresource, as some CRDs have
         self.events: list[Obj] = []  # events.k8s.io/v1 bodies, as KubeCluster would send
         self._objects_lock = threading.Lock()
+        self._before: list[tuple[str, Kind | None, Hook]] = []
 
     # -- helpers for tests ----------------------------------------------------------------
 
@@ -85,8 +111,20 @@ class FakeCluster:
             if plural == kind.plural and (namespace is None or ns == namespace)
         }
 
-    def _check(self, verb: str, kind: Kind, name: str = "") -> None:
+    def before(self, verb: str, kind: Kind | None, fn: Hook) -> None:
+        """Call ``fn`` at the start of every ``verb`` call ("list", "get", "create", "delete",
+        "patch") on ``kind`` (None: on every kind), with that call's arguments as the port
+        method got them; what ``fn`` raises is the call's answer. Hooks run on the caller's
+        thread, in the order they were added."""
+        self._before.append((verb, kind, fn))
+
+    def _check(self, verb: str, kind: Kind, name: str, *args: Any) -> None:
+        """Record the call, run its hooks with ``args``, raise its fault (by plural or by
+        ``name``)."""
         self.calls.append((verb, kind.plural))
+        for hook_verb, hook_kind, fn in self._before:
+            if hook_verb == verb and hook_kind in (None, kind):
+                fn(kind, *args)
         for key in ((verb, kind.plural), (verb, name)):
             if key in self.fail_on:
                 raise self.fail_on[key]
@@ -96,7 +134,7 @@ class FakeCluster:
     def list(
         self, kind: Kind, namespace: str | None, label_selector: str | None = None
     ) -> Iterator[Obj]:
-        self._check("list", kind)
+        self._check("list", kind, "", namespace, label_selector)
         items = [
             copy.deepcopy(obj)
             for (plural, ns, _), obj in self.objects.items()
@@ -107,14 +145,14 @@ class FakeCluster:
         return iter(items)
 
     def get(self, kind: Kind, name: str, namespace: str | None) -> Obj | None:
-        self._check("get", kind, name)
+        self._check("get", kind, name, name, namespace)
         obj = self.objects.get((kind.plural, namespace or "" if kind.namespaced else "", name))
         return copy.deepcopy(obj) if obj is not None else None
 
     def create(self, kind: Kind, obj: Obj) -> Obj:
         meta = obj.get("metadata") or {}
         name = meta["name"]
-        self._check("create", kind, name)
+        self._check("create", kind, name, obj)
         ns = meta.get("namespace", "") if kind.namespaced else ""
         key = (kind.plural, ns, name)
         with self._objects_lock:  # check-and-insert, atomic as on a real server
@@ -133,7 +171,7 @@ class FakeCluster:
         return copy.deepcopy(stored)
 
     def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
-        self._check("delete", kind, name)
+        self._check("delete", kind, name, name, namespace)
         key = (kind.plural, namespace or "" if kind.namespaced else "", name)
         if self.objects.pop(key, None) is None:
             raise NotFound(f"{kind.kind} {name} not found", 404)
@@ -142,7 +180,7 @@ class FakeCluster:
     def patch_merge(
         self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
     ) -> Obj:
-        self._check("patch", kind, name)
+        self._check("patch", kind, name, name, namespace, patch, subresource)
         key = (kind.plural, namespace or "", name)
         if key not in self.objects:
             raise NotFound(f"{kind.kind} {name} not found", 404)
@@ -164,7 +202,7 @@ class FakeCluster:
         self.events.append(copy.deepcopy(body))
 
     def read_secret(self, namespace: str, name: str, key: str) -> bytes:
-        self._check("get", SECRET, name)
+        self._check("get", SECRET, name, name, namespace)
         data = self.secrets.get((namespace, name))
         if data is None:
             raise NotFound(f"secret {name} not found", 404)
@@ -210,123 +248,7 @@ class MemoryStore:
         pass
 
 
-# -- building bucket contents ----------------------------------------------------------------
-
-
-def gz(value: Any) -> bytes:
-    return gzip.compress((json.dumps(value) + "\n").encode())
-
-
-def stored_backup(
-    name: str,
-    phase: str = "Completed",
-    expiration: str | None = None,
-    owner_refs: list[Obj] | None = None,
-    labels: dict[str, str] | None = None,
-    storage_location: str = "default",
-) -> Obj:
-    """A velero-backup.json as Velero writes it, from another cluster."""
-    status: Obj = {"phase": phase, "version": 1, "startTimestamp": "2026-01-01T00:00:00Z"}
-    if expiration is not None:
-        status["expiration"] = expiration
-    meta: Obj = {
-        "name": name,
-        "namespace": "velero-elsewhere",
-        "uid": f"old-uid-{name}",
-        "resourceVersion": "12345",
-        "creationTimestamp": "2026-01-01T00:00:00Z",
-        "generation": 3,
-        "labels": {"velero.io/storage-location": "old-location", **(labels or {})},
-        "managedFields": [{"manager": "velero-server"}],
-    }
-    if owner_refs is not None:
-        meta["ownerReferences"] = owner_refs
-    return {
-        "apiVersion": "velero.io/v1",
-        "kind": "Backup",
-        "metadata": meta,
-        "spec": {
-            "storageLocation": storage_location,
-            "ttl": "720h0m0s",
-            "includedNamespaces": ["*"],
-        },
-        "status": status,
-    }
-
-
-def stored_pvb(name: str, backup: str, with_uid_label: bool = True) -> Obj:
-    labels = {"velero.io/backup-name": backup}
-    if with_uid_label:
-        labels["velero.io/backup-uid"] = f"old-uid-{backup}"
-    return {
-        "apiVersion": "velero.io/v1",
-        "kind": "PodVolumeBackup",
-        "metadata": {
-            "name": name,
-            "namespace": "velero-elsewhere",
-            "uid": f"old-pvb-uid-{name}",
-            "resourceVersion": "999",
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": "velero.io/v1",
-                    "kind": "Backup",
-                    "name": backup,
-                    "uid": f"old-uid-{backup}",
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": {
-            "backupStorageLocation": "old-location",
-            "node": "node-1",
-            "pod": {"kind": "Pod", "namespace": "app", "name": "web-0"},
-            "volume": "data",
-            "uploaderType": "kopia",
-            "repoIdentifier": "",
-            "tags": {"backup": backup},
-        },
-        "status": {"phase": "Completed", "snapshotID": "abc123"},
-    }
-
-
-def stored_vsclass(name: str) -> Obj:
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshotClass",
-        "metadata": {"name": name, "resourceVersion": "7", "uid": f"vsclass-uid-{name}"},
-        "driver": "ebs.csi.aws.com",
-        "deletionPolicy": "Retain",
-    }
-
-
-def stored_vscontent(name: str, backup: str, handle: str | None = "snap-0123") -> Obj:
-    status: Obj = {"readyToUse": True}
-    if handle is not None:
-        status["snapshotHandle"] = handle
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshotContent",
-        "metadata": {
-            "name": name,
-            "uid": f"vsc-uid-{name}",
-            "resourceVersion": "8",
-            "labels": {"velero.io/backup-name": backup},
-        },
-        "spec": {
-            "deletionPolicy": "Delete",
-            "driver": "ebs.csi.aws.com",
-            "source": {"volumeHandle": "vol-0abc"},
-            "volumeSnapshotClassName": "csi-class",
-            "volumeSnapshotRef": {
-                "kind": "VolumeSnapshot",
-                "namespace": "app",
-                "name": "vs-1",
-                "uid": "u",
-            },
-        },
-        "status": status,
-    }
+# -- bucket contents -----------------------------------------------------------------------------
 
 
 class Bucket:
@@ -334,10 +256,10 @@ class Bucket:
 
     def __init__(self, store: MemoryStore, prefix: str = "") -> None:
         self.store = store
-        self.root = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.prefix = prefix
 
-    def key(self, backup: str, suffix: str) -> str:
-        return f"{self.root}backups/{backup}/{suffix}"
+    def key(self, backup: str, file: str) -> str:
+        return backup_key(self.prefix, backup, file)
 
     def put_backup(
         self,
@@ -347,19 +269,10 @@ class Bucket:
         vscontents: list[Obj] | None = None,
     ) -> str:
         obj = stored_backup(backup) if isinstance(backup, str) else backup
-        name = obj["metadata"]["name"]
-        self.store.objects[self.key(name, "velero-backup.json")] = json.dumps(obj).encode()
-        if pvbs is not None:
-            self.store.objects[self.key(name, f"{name}-podvolumebackups.json.gz")] = gz(pvbs)
-        if vsclasses is not None:
-            self.store.objects[self.key(name, f"{name}-csi-volumesnapshotclasses.json.gz")] = gz(
-                vsclasses
-            )
-        if vscontents is not None:
-            self.store.objects[self.key(name, f"{name}-csi-volumesnapshotcontents.json.gz")] = gz(
-                vscontents
-            )
+        name: str = obj["metadata"]["name"]
+        for file, data in backup_files(obj, pvbs, vsclasses, vscontents).items():
+            self.store.objects[self.key(name, file)] = data
         return name
 
-    def put_raw(self, backup: str, suffix: str, data: bytes) -> None:
-        self.store.objects[self.key(backup, suffix)] = data
+    def put_raw(self, backup: str, file: str, data: bytes) -> None:
+        self.store.objects[self.key(backup, file)] = data

@@ -1,18 +1,22 @@
-"""Builders shared by the unit tests: locations, a synced-location harness, a fixed clock."""
+"""Builders shared by the unit tests: locations, one location's sync (``Env``), whole runs
+(``World``), a fixed clock, canned cluster faults, and a stand-in for the CLI's run."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
+from worker import cli
+from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, Kind
+from worker.errors import ClusterError
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
-from worker.report import LocationReport
+from worker.report import LocationReport, RunReport
 from worker.rewrite import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
+from worker.run import run
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
 from worker.storage.layout import BackupStore
@@ -65,6 +69,39 @@ def cluster_backup(
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"storageLocation": location or ""},
         "status": {"phase": phase},
+    }
+
+
+def volume_snapshot(name: str, namespace: str, backup_label: str) -> Obj:
+    """A VolumeSnapshot labelled with a backup (Velero's, or one its restore made)."""
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"velero.io/backup-name": backup_label},
+        },
+    }
+
+
+def snapshot_content(
+    name: str, backup_label: str, bound_to: tuple[str, str] = ("ns-u", "name-u")
+) -> Obj:
+    """A VolumeSnapshotContent labelled with a backup, bound to (namespace, VolumeSnapshot)."""
+    namespace, snapshot = bound_to
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": name, "labels": {"velero.io/backup-name": backup_label}},
+        "spec": {
+            "volumeSnapshotRef": {
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshot",
+                "namespace": namespace,
+                "name": snapshot,
+            }
+        },
     }
 
 
@@ -154,3 +191,89 @@ def opener(stores: dict[str, tuple[MemoryStore, str]]) -> Any:
 
     open_store.opened = opened  # type: ignore[attr-defined]
     return open_store
+
+
+class World:
+    """Whole runs: a cluster holding these BackupStorageLocations, and an empty MemoryStore
+    (no prefix) for each."""
+
+    def __init__(self, *locations: Obj) -> None:
+        self.cluster = FakeCluster()
+        self.stores: dict[str, tuple[MemoryStore, str]] = {}
+        for loc in locations:
+            self.cluster.add(BACKUP_STORAGE_LOCATION, loc)
+            self.stores[loc["metadata"]["name"]] = (MemoryStore(), "")
+        self.open_store = opener(self.stores)
+
+    def bucket(self, location: str) -> Bucket:
+        return Bucket(self.stores[location][0])
+
+    def run(
+        self, *, open_store: Any = None, shutdown: Shutdown = NEVER, **overrides: Any
+    ) -> RunReport:
+        """A run at NOW with ``settings(**overrides)``, opening the stores with
+        ``open_store`` (default: this world's)."""
+        store_opener = open_store or self.open_store
+        return run(
+            settings(**overrides), self.cluster, store_opener, lambda: NOW, shutdown=shutdown
+        )
+
+    @property
+    def opened(self) -> list[str]:
+        """The locations whose stores this world's opener opened, in order."""
+        return self.open_store.opened  # type: ignore[no-any-return]
+
+    def last_synced(self, location: str) -> str | None:
+        obj = self.cluster.of(BACKUP_STORAGE_LOCATION, NS)[location]
+        return (obj.get("status") or {}).get("lastSyncedTime")
+
+    def events(self, location: str) -> list[Obj]:
+        return [e for e in self.cluster.events if e["regarding"]["name"] == location]
+
+    def reasons(self, location: str) -> list[str]:
+        return [e["reason"] for e in self.events(location)]
+
+
+def fail_first_backup_list(cluster: FakeCluster) -> list[str | None]:
+    """The namespace-wide Backup list fails, a label-selected relist works; returns the
+    label selector of every Backup list, as they come."""
+    selectors: list[str | None] = []
+
+    def list_backups(kind: Kind, namespace: str | None, label_selector: str | None) -> None:
+        selectors.append(label_selector)
+        if label_selector is None:
+            raise ClusterError("list backups: 500", 500)
+
+    cluster.before("list", BACKUP, list_backups)
+    return selectors
+
+
+class Recorder:
+    """Stands in for worker.cli.sync_run and the logging setup; never touches a cluster.
+    The ``rec`` fixture (conftest.py) puts one in place."""
+
+    def __init__(self, report: RunReport | None = None) -> None:
+        self.settings: list[Settings] = []
+        self.logging: list[tuple[str, str]] = []
+        self.report = report or RunReport(namespace="velero")
+
+    def run(
+        self, settings: Settings, *, report: RunReport | None = None, **_wiring: Any
+    ) -> RunReport:
+        """Fills the report the CLI passes in (its summary comes from that one)."""
+        self.settings.append(settings)
+        self.report.namespace = settings.namespace
+        if report is not None:
+            for f in fields(RunReport):
+                setattr(report, f.name, getattr(self.report, f.name))
+        return self.report
+
+    def configure(self, level: str, fmt: str, stream: object = None) -> None:
+        self.logging.append((level, fmt))
+
+
+def parsed(rec: Recorder, *argv: str) -> Settings:
+    """The Settings the CLI runs with for ``argv``."""
+    assert cli.main(list(argv)) == 0
+    assert len(rec.settings) == 1
+    return rec.settings[0]

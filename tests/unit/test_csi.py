@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.fakes import gz, stored_pvb, stored_vsclass, stored_vscontent
+from harness.velero_docs import gzip_json, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import Env
 from worker.cluster import VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 from worker.errors import ClusterError, StoreError
@@ -141,7 +141,7 @@ def test_corrupt_class_file_still_syncs_contents() -> None:
 def test_corrupt_content_file_is_item_error() -> None:
     env = Env()
     env.bucket.put_backup("b1", vsclasses=[stored_vsclass("class-a")])
-    env.bucket.put_raw("b1", "b1-csi-volumesnapshotcontents.json.gz", gz({"x": 1}))
+    env.bucket.put_raw("b1", "b1-csi-volumesnapshotcontents.json.gz", gzip_json({"x": 1}))
 
     report = env.sync(csi=True)
 

@@ -7,46 +7,23 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeCluster, MemoryStore
-from tests.unit.helpers import NOW, NS, Env, bsl, cluster_backup, opener, settings
-from tests.unit.test_orphans import snapshot_content
+from tests.unit.fakes import FakeCluster
+from tests.unit.helpers import (
+    NOW,
+    NS,
+    Env,
+    Recorder,
+    World,
+    bsl,
+    cluster_backup,
+    parsed,
+    snapshot_content,
+)
 from worker import cli
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, VOLUME_SNAPSHOT_CONTENT
+from worker.cluster import BACKUP, VOLUME_SNAPSHOT_CONTENT
 from worker.guard import DEFAULT_FLOOR, DEFAULT_SHARE, MassDeletionGuard
 from worker.report import EXIT_ITEMS_FAILED, EXIT_OK, LocationReport, RunReport
-from worker.run import run
-from worker.settings import Settings
 from worker.sync import SyncOptions, sync_location
-
-
-class Recorder:
-    """Stands in for worker.cli.sync_run and the logging setup (whatever else they are given)."""
-
-    def __init__(self) -> None:
-        self.settings: list[Settings] = []
-
-    def run(self, settings: Settings, *args: Any, **kwargs: Any) -> RunReport:
-        self.settings.append(settings)
-        return RunReport(namespace=settings.namespace)
-
-    def configure(self, *args: Any) -> None:
-        pass
-
-
-def parsed(rec: Recorder, *argv: str) -> Settings:
-    assert cli.main(list(argv)) == 0
-    return rec.settings[-1]
-
-
-@pytest.fixture
-def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr(cli, "sync_run", recorder.run)
-    monkeypatch.setattr(cli, "configure_logging", recorder.configure)
-    monkeypatch.setattr(cli, "pod_namespace", lambda: None)
-    monkeypatch.delenv("VELERO_NAMESPACE", raising=False)
-    return recorder
-
 
 # -- the pure rule ----------------------------------------------------------------------------
 
@@ -184,14 +161,10 @@ def test_custom_thresholds() -> None:
 
 
 def run_world(**overrides: Any) -> tuple[FakeCluster, RunReport]:
-    cluster = FakeCluster()
-    cluster.add(BACKUP_STORAGE_LOCATION, bsl("default", default=True))
-    cluster.add(BACKUP_STORAGE_LOCATION, bsl("fine"))
+    world = World(bsl("default", default=True), bsl("fine"))
     for i in range(15):
-        cluster.add(BACKUP, cluster_backup(f"b{i:02}", "default"))
-    stores = {name: (MemoryStore(), "") for name in ("default", "fine")}
-    report = run(settings(**overrides), cluster, opener(stores), now=lambda: NOW)
-    return cluster, report
+        world.cluster.add(BACKUP, cluster_backup(f"b{i:02}", "default"))
+    return world.cluster, world.run(**overrides)
 
 
 def test_run_exits_3_and_the_summary_tells() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.fakes import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
+from harness.velero_docs import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import NS, Env
 from worker.cluster import POD_VOLUME_BACKUP, VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 

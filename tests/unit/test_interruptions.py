@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import (
-    Bucket,
-    FakeCluster,
-    MemoryStore,
+from harness.velero_docs import (
+    SOURCE_ANNOTATIONS,
     stored_backup,
     stored_pvb,
     stored_vsclass,
     stored_vscontent,
 )
-from tests.unit.helpers import NOW, NS, Env, bsl, cluster_backup, opener, settings
+from tests.unit.fakes import FakeCluster
+from tests.unit.helpers import NOW, NS, Env, World, bsl, cluster_backup, settings
 from worker import cli
 from worker.cli import build_parser, settings_from
 from worker.cluster import (
@@ -45,7 +44,6 @@ from worker.report import (
 from worker.rewrite import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
 from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
 from worker.rewrite import RUN_ANNOTATION as RUN
-from worker.run import run
 from worker.shutdown import Shutdown
 from worker.stamps import STAMP_BATCH, Stamps
 from worker.sync import SyncOptions, sync_location
@@ -71,13 +69,9 @@ def test_a_backup_with_dependents_carries_its_run_and_needs_no_write_of_its_own(
     env = Env()
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
     created_bodies: list[Obj] = []
-    create = env.cluster.create
-
-    def spy(kind: Kind, obj: Obj) -> Obj:
-        created_bodies.append(copy.deepcopy(obj))
-        return create(kind, obj)
-
-    env.cluster.create = spy  # type: ignore[method-assign]
+    env.cluster.before(
+        "create", BACKUP, lambda kind, obj: created_bodies.append(copy.deepcopy(obj))
+    )
 
     report = env.sync()
 
@@ -93,7 +87,7 @@ def test_a_backup_with_dependents_carries_its_run_and_needs_no_write_of_its_own(
     run_id, batch = run.rsplit("/", 1)
     assert batch == "000000"
     assert env.stamp() == f"{run_id}/~"  # every batch of that run
-    assert annotations(env, "b1") == {RUN: run}
+    assert annotations(env, "b1") == {**SOURCE_ANNOTATIONS, RUN: run}
 
     env.store.gets.clear()
     env.cluster.writes.clear()
@@ -316,7 +310,8 @@ def test_a_run_killed_late_leaves_only_its_unstamped_batch_pending(
 ) -> None:
     monkeypatch.setattr("worker.stamps.STAMP_BATCH", 2)
     # writes: b0 p0 b1 p1 stamp(0) b2 p2 | b3 dies
-    env = Env(cluster=DyingCluster(dies_at=8))
+    env = Env()
+    dying = DiesBeforeWrite(env.cluster, 8)
     for i in range(4):
         env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])
 
@@ -324,7 +319,7 @@ def test_a_run_killed_late_leaves_only_its_unstamped_batch_pending(
         env.sync()
 
     assert pending(env.cluster) == ["b2"]
-    env.cluster.dies_at = 0
+    dying.dies_at = 0
     report = env.sync()
     assert (report.resumed, report.created) == (1, 1)
     assert pending(env.cluster) == []
@@ -337,35 +332,43 @@ def test_no_stamp_before_every_earlier_pending_backup_is_complete(
     of many pending Backups, it would declare the rest complete before they are, and a kill
     then would lose them. The pending Backups are one batch, stamped only once all are in."""
     monkeypatch.setattr("worker.stamps.STAMP_BATCH", 2)
-    env = Env(cluster=DyingCluster(dies_at=0))
+    env = Env()
+    dying = DiesBeforeWrite(env.cluster, 0)
     for i in range(5):
         env.bucket.put_backup(f"b{i}", pvbs=[stored_pvb(f"p{i}", f"b{i}")])
         crashed = cluster_backup(f"b{i}", "default")
         crashed["metadata"]["annotations"] = {RUN: "2026-03-01T11:00:00.000000Z-000000/000000"}
         env.cluster.add(BACKUP, crashed)
     # writes of the resume: p0, p1, p2, p3 | p4 dies
-    env.cluster.dies_at = 5
+    dying.dies_at = 5
 
     with pytest.raises(Killed):
         env.sync()
 
     assert env.stamp() is None
     assert pending(env.cluster) == ["b0", "b1", "b2", "b3", "b4"]
-    env.cluster.dies_at = 0
+    dying.dies_at = 0
     assert env.sync().resumed == 5
     assert pending(env.cluster) == []
+
+
+def backup_of_a_run(run: str) -> Env:
+    """Backup b1 (one pod volume backup) in the bucket and, created by ``run``, in the
+    cluster; the location's Backups are complete through a run at 10:00."""
+    env = Env()
+    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
+    created = cluster_backup("b1", "default")
+    created["metadata"]["annotations"] = {RUN: run}
+    env.cluster.add(BACKUP, created)
+    bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
+    bsl["metadata"]["annotations"] = {COMPLETE_THROUGH: "2026-03-01T10:00:00.000000Z-000000"}
+    return env
 
 
 def test_a_backup_of_an_unfinished_run_is_completed_by_the_next_run() -> None:
     """The run annotation is later than the location's stamp: the run that created it never
     stamped the location (killed, interrupted, failed before its status patch)."""
-    env = Env()
-    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
-    crashed = cluster_backup("b1", "default")
-    crashed["metadata"]["annotations"] = {RUN: "2026-03-01T11:00:00.000000Z-000000"}
-    env.cluster.add(BACKUP, crashed)
-    bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
-    bsl["metadata"]["annotations"] = {COMPLETE_THROUGH: "2026-03-01T10:00:00.000000Z-000000"}
+    env = backup_of_a_run(run="2026-03-01T11:00:00.000000Z-000000")
 
     report = env.sync()
 
@@ -376,13 +379,7 @@ def test_a_backup_of_an_unfinished_run_is_completed_by_the_next_run() -> None:
 
 
 def test_a_backup_of_a_finished_run_is_left_alone() -> None:
-    env = Env()
-    env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1")])
-    done = cluster_backup("b1", "default")
-    done["metadata"]["annotations"] = {RUN: "2026-03-01T09:00:00.000000Z-000000"}
-    env.cluster.add(BACKUP, done)
-    bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
-    bsl["metadata"]["annotations"] = {COMPLETE_THROUGH: "2026-03-01T10:00:00.000000Z-000000"}
+    env = backup_of_a_run(run="2026-03-01T09:00:00.000000Z-000000")
 
     report = env.sync()
 
@@ -433,36 +430,24 @@ class Killed(BaseException):
     """SIGKILL, as far as the code under test can tell: nothing after it runs."""
 
 
-class DyingCluster(FakeCluster):
-    """A FakeCluster whose process dies right before write number ``dies_at``."""
+class DiesBeforeWrite:
+    """The process dies right before write number ``dies_at`` to ``cluster`` (0: it lives
+    on); ``attempts`` counts the writes it tried."""
 
-    def __init__(self, dies_at: int) -> None:
-        super().__init__()
+    def __init__(self, cluster: FakeCluster, dies_at: int) -> None:
         self.dies_at = dies_at
         self.attempts = 0
+        for verb in ("create", "delete", "patch"):
+            cluster.before(verb, None, self._write)
 
-    def _write(self) -> None:
+    def _write(self, *_call: Any) -> None:
         self.attempts += 1
         if self.attempts == self.dies_at:
             raise Killed
 
-    def create(self, kind: Kind, obj: Obj) -> Obj:
-        self._write()
-        return super().create(kind, obj)
 
-    def delete(self, kind: Kind, name: str, namespace: str | None) -> None:
-        self._write()
-        super().delete(kind, name, namespace)
-
-    def patch_merge(
-        self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
-    ) -> Obj:
-        self._write()
-        return super().patch_merge(kind, name, namespace, patch, subresource)
-
-
-def crash_world(cluster: FakeCluster) -> Env:
-    env = Env(cluster=cluster)
+def crash_world() -> Env:
+    env = Env()
     for i in range(3):
         name = f"b{i}"
         env.bucket.put_backup(
@@ -512,23 +497,24 @@ def state(cluster: FakeCluster) -> Obj:
 
 
 def test_a_crash_before_any_write_then_a_clean_run_gives_the_undisturbed_result() -> None:
-    undisturbed = crash_world(DyingCluster(dies_at=0))
+    undisturbed = crash_world()
+    counted = DiesBeforeWrite(undisturbed.cluster, 0)
     undisturbed.sync(csi=True)
-    writes = undisturbed.cluster.attempts
+    writes = counted.attempts
     assert writes >= 15  # 4 Backups, 6 PVBs, 3 classes, 3 contents, 1 patch, 1 delete
     expected = state(undisturbed.cluster)
     assert pending(undisturbed.cluster) == []
 
     for dies_at in range(1, writes + 1):
-        cluster = DyingCluster(dies_at)
-        env = crash_world(cluster)
+        env = crash_world()
+        dying = DiesBeforeWrite(env.cluster, dies_at)
         with pytest.raises(Killed):
             env.sync(csi=True)
-        cluster.dies_at = 0  # the next process lives
+        dying.dies_at = 0  # the next process lives
         report = env.sync(csi=True)
         assert report.errors == [], (dies_at, report.errors)
-        assert state(cluster) == expected, f"crash before write {dies_at}"
-        assert pending(cluster) == [], f"crash before write {dies_at}"
+        assert state(env.cluster) == expected, f"crash before write {dies_at}"
+        assert pending(env.cluster) == [], f"crash before write {dies_at}"
 
 
 # -- termination requests -------------------------------------------------------------------------
@@ -624,34 +610,29 @@ def test_interrupted_location_deletes_no_orphans_and_is_not_marked_synced() -> N
 
 
 def test_run_reports_the_interrupted_location_and_the_ones_not_started() -> None:
-    cluster = FakeCluster()
-    stores: dict[str, Any] = {}
-    for name in ("a", "b"):
-        cluster.add(BACKUP_STORAGE_LOCATION, bsl(name, default=name == "a"))
-        stores[name] = (MemoryStore(), "")
-    bucket = Bucket(stores["a"][0])
+    world = World(bsl("a", default=True), bsl("b"))
     for i in range(5):
-        bucket.put_backup(f"b{i}")
+        world.bucket("a").put_backup(f"b{i}")
     shutdown = Shutdown(grace=5)
-    open_store = opener(stores)
-    original_list = stores["a"][0].list_common_prefixes
+    store = world.stores["a"][0]
+    original_list = store.list_common_prefixes
 
     def list_and_sigterm(prefix: str, delimiter: str = "/") -> Any:
         shutdown.request("SIGTERM")
         return original_list(prefix, delimiter)
 
-    stores["a"][0].list_common_prefixes = list_and_sigterm
+    store.list_common_prefixes = list_and_sigterm  # type: ignore[method-assign]
 
-    report = run(settings(), cluster, open_store, now=lambda: NOW, shutdown=shutdown)
+    report = world.run(shutdown=shutdown)
 
     assert report.exit_code == EXIT_LOCATION_FAILED
     a, b = report.locations
     assert (a.outcome, b.outcome) == (Outcome.FAILED, Outcome.FAILED)
     assert a.reason.startswith("interrupted by SIGTERM after 0 of 5 backups")
     assert b.reason == "interrupted by SIGTERM before this location started"
-    assert open_store.opened == ["a"]
-    assert cluster.of(BACKUP, NS) == {}
-    assert not any(w[0] == "patch" for w in cluster.writes)
+    assert world.opened == ["a"]
+    assert world.cluster.of(BACKUP, NS) == {}
+    assert not any(w[0] == "patch" for w in world.cluster.writes)
 
 
 def test_shutdown_grace_flag() -> None:
@@ -737,18 +718,15 @@ def test_abandon_keeps_what_already_ended() -> None:
 # -- faults between the writes ---------------------------------------------------------------------
 
 
-class LostAnswerCluster(FakeCluster):
-    """The server creates each Backup, the answer is lost, the retry gets AlreadyExists."""
-
-    def create(self, kind: Kind, obj: Obj) -> Obj:
-        created = super().create(kind, obj)
-        if kind is BACKUP:
-            raise AlreadyExists(f"Backup {created['metadata']['name']} already exists", 409)
-        return created
-
-
 def test_a_backup_whose_create_answer_was_lost_still_gets_its_dependents_now() -> None:
-    env = Env(cluster=LostAnswerCluster())
+    env = Env()
+
+    def answer_lost(kind: Kind, obj: Obj) -> None:
+        """The server creates each Backup, the answer is lost, the retry gets AlreadyExists."""
+        env.cluster.add(kind, obj)
+        raise AlreadyExists(f"Backup {obj['metadata']['name']} already exists", 409)
+
+    env.cluster.before("create", BACKUP, answer_lost)
     env.bucket.put_backup("b1", pvbs=[stored_pvb("p1", "b1"), stored_pvb("p2", "b1")])
     env.bucket.put_backup("plain")  # no dependents: nothing to look up
 
@@ -763,19 +741,16 @@ def test_a_backup_whose_create_answer_was_lost_still_gets_its_dependents_now() -
     assert env.cluster.calls.count(("get", "backups")) == 1
 
 
-class VeleroWinsCluster(FakeCluster):
-    """Velero's own sync creates each Backup (unmarked) just before this worker does."""
-
-    def create(self, kind: Kind, obj: Obj) -> Obj:
-        if kind is BACKUP:
-            theirs = copy.deepcopy(obj)
-            theirs["metadata"].pop("annotations", None)
-            super().create(kind, theirs)
-        return super().create(kind, obj)
-
-
 def test_an_unmarked_backup_that_already_exists_is_left_to_its_creator() -> None:
-    env = Env(cluster=VeleroWinsCluster())
+    env = Env()
+
+    def velero_first(kind: Kind, obj: Obj) -> None:
+        """Velero's own sync creates each Backup (unmarked) just before this worker does."""
+        theirs = copy.deepcopy(obj)
+        theirs["metadata"].pop("annotations", None)
+        env.cluster.add(kind, theirs)
+
+    env.cluster.before("create", BACKUP, velero_first)
     env.bucket.put_backup("raced", pvbs=[stored_pvb("p1", "raced")])
 
     report = env.sync()

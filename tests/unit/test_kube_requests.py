@@ -20,6 +20,7 @@ from worker.cluster import (
 from worker.errors import AlreadyExists, ConfigError
 from worker.ratelimit import TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
+from worker.stamps import patch_last_synced
 
 Obj = dict[str, Any]
 
@@ -58,12 +59,14 @@ class FakeApiServer:
         self.answers = list(answers)
         self.headers: dict[str, str] = {}  # on every answer
         self.requests: list[tuple[str, str, dict[str, str], list[tuple[str, str]], Any]] = []
+        self.timeouts: list[Any] = []  # of every request
 
     def call_api(
-        self, method: str, url: str, headers: Any, body: Any, post: Any, **_: Any
+        self, method: str, url: str, headers: Any, body: Any, post: Any, **kwargs: Any
     ) -> _Response:
         parts = urlsplit(url)
         self.requests.append((method, parts.path, dict(headers), parse_qsl(parts.query), body))
+        self.timeouts.append(kwargs.get("_request_timeout"))
         status, answer = self.answers.pop(0)
         response = _Response(status, answer)
         response.response.headers = dict(self.headers)
@@ -144,6 +147,27 @@ def test_merge_patch_of_the_status_subresource() -> None:
     assert path == "/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default/status"
     assert headers["Content-Type"] == "application/merge-patch+json"
     assert body == {"s": 1}
+
+
+@pytest.mark.parametrize("keeps_status", [True, False], ids=["no-subresource", "subresource"])
+def test_last_synced_time_is_one_merge_patch_and_the_status_subresource_if_ignored(
+    keeps_status: bool,
+) -> None:
+    patch = {"status": {"lastSyncedTime": "2026-03-01T12:00:00Z"}}
+    # With a status subresource the main resource drops status from the patch.
+    ignored: tuple[int, Obj] = (200, {"status": {}})
+    server = FakeApiServer(*([] if keeps_status else [ignored]), (200, patch))
+
+    patch_last_synced(kube(server), "default", "velero", "2026-03-01T12:00:00Z")
+
+    path = "/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default"
+    expected = [path] + ([] if keeps_status else [f"{path}/status"])
+    assert [requested for _, requested, *_ in server.requests] == expected
+    for method, _, headers, _, body in server.requests:
+        assert method == "PATCH"
+        assert headers["Content-Type"] == "application/merge-patch+json"
+        assert body == patch
+    assert server.timeouts == [5.0] * len(expected)
 
 
 def test_connect_pins_the_environment_proxy(

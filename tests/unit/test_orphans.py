@@ -7,8 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeCluster
-from tests.unit.helpers import NS, Env, cluster_backup
+from tests.unit.helpers import (
+    NS,
+    Env,
+    cluster_backup,
+    fail_first_backup_list,
+    snapshot_content,
+    volume_snapshot,
+)
 from worker.cluster import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Kind
 from worker.cluster_backups import ClusterBackup
 from worker.errors import ClusterError, NotFound
@@ -20,37 +26,6 @@ Obj = dict[str, Any]
 
 LONG = "primary-backup-storage-location-in-the-eu-west-1-region-of-aws-cloud"
 LONG_LABEL = LONG[:57] + hashlib.sha256(LONG.encode()).hexdigest()[:6]
-
-
-def volume_snapshot(name: str, namespace: str, backup_label: str) -> Obj:
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"velero.io/backup-name": backup_label},
-        },
-    }
-
-
-def snapshot_content(
-    name: str, backup_label: str, bound_to: tuple[str, str] = ("ns-u", "name-u")
-) -> Obj:
-    namespace, snapshot = bound_to
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshotContent",
-        "metadata": {"name": name, "labels": {"velero.io/backup-name": backup_label}},
-        "spec": {
-            "volumeSnapshotRef": {
-                "apiVersion": "snapshot.storage.k8s.io/v1",
-                "kind": "VolumeSnapshot",
-                "namespace": namespace,
-                "name": snapshot,
-            }
-        },
-    }
 
 
 # -- the pure rule --------------------------------------------------------------------------------
@@ -164,26 +139,14 @@ def test_long_location_name_orphans_selected_by_hashed_label() -> None:
     assert env.deletes() == ["orphan"]
 
 
-class FirstListFails(FakeCluster):
-    def __init__(self) -> None:
-        super().__init__()
-        self.selectors: list[str | None] = []
-
-    def list(self, kind: Kind, namespace: str | None, label_selector: str | None = None) -> Any:
-        if kind is BACKUP:
-            self.selectors.append(label_selector)
-            if label_selector is None:
-                raise ClusterError("list backups: 500", 500)
-        return super().list(kind, namespace, label_selector)
-
-
 def test_long_location_name_relist_uses_hashed_label_selector() -> None:
-    env = Env(location_name=LONG, cluster=FirstListFails())
+    env = Env(location_name=LONG)
+    selectors = fail_first_backup_list(env.cluster)
     env.cluster.add(BACKUP, cluster_backup("orphan", LONG_LABEL))
 
     env.sync()
 
-    assert env.cluster.selectors == [None, f"velero.io/storage-location={LONG_LABEL}"]
+    assert selectors == [None, f"velero.io/storage-location={LONG_LABEL}"]
     assert env.deletes() == ["orphan"]
 
 
@@ -313,20 +276,16 @@ def test_csi_snapshots_kept_when_orphan_delete_failed() -> None:
     assert [e.object for e in report.errors] == [f"Backup {NS}/orphan"]
 
 
-class SelectorRecorder(FakeCluster):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[str, str | None, str | None]] = []
-
-    def list(self, kind: Kind, namespace: str | None, label_selector: str | None = None) -> Any:
-        self.seen.append((kind.plural, namespace, label_selector))
-        return super().list(kind, namespace, label_selector)
-
-
 def test_csi_cleanup_uses_valid_label_of_long_backup_name() -> None:
     name = "b" * 70
     label = "b" * 57 + hashlib.sha256(name.encode()).hexdigest()[:6]
-    env = Env(cluster=SelectorRecorder())
+    env = Env()
+    lists: list[tuple[str, str | None, str | None]] = []
+
+    def record(kind: Kind, namespace: str | None, label_selector: str | None) -> None:
+        lists.append((kind.plural, namespace, label_selector))
+
+    env.cluster.before("list", None, record)
     env.cluster.add(BACKUP, cluster_backup(name, "default"))
     env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-1", NS, label))
     env.cluster.add(VOLUME_SNAPSHOT, volume_snapshot("vs-2", "ns-2", label))
@@ -335,8 +294,8 @@ def test_csi_cleanup_uses_valid_label_of_long_backup_name() -> None:
     env.sync(csi=True)
 
     selector = f"velero.io/backup-name={label}"
-    assert ("volumesnapshots", NS, selector) in env.cluster.seen
-    assert ("volumesnapshotcontents", None, selector) in env.cluster.seen
+    assert ("volumesnapshots", NS, selector) in lists
+    assert ("volumesnapshotcontents", None, selector) in lists
     assert env.deletes("volumesnapshots") == ["vs-1"]
     assert env.deletes("volumesnapshotcontents") == ["vsc-1"]
 

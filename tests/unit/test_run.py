@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import Bucket, FakeCluster, MemoryStore, stored_pvb, stored_vscontent
-from tests.unit.helpers import NOW, NOW_STAMP, NS, PAST, bsl, cluster_backup, opener, settings
+from harness.velero_docs import stored_pvb, stored_vscontent
+from tests.unit.fakes import MemoryStore
+from tests.unit.helpers import NOW, NOW_STAMP, NS, PAST, World, bsl, cluster_backup
 from worker.cluster import (
     BACKUP,
-    BACKUP_STORAGE_LOCATION,
     DEPLOYMENT,
     POD_VOLUME_BACKUP,
     VOLUME_SNAPSHOT,
@@ -23,37 +23,11 @@ from worker.cluster import (
 )
 from worker.errors import ClusterError, ConfigError, StoreError
 from worker.locations import Shard
-from worker.report import SKIPPED_NAMES, Outcome, RunReport
-from worker.run import open_location_store, run
+from worker.report import SKIPPED_NAMES, Outcome
+from worker.run import open_location_store
 from worker.settings import Settings
 
 Obj = dict[str, Any]
-
-
-class World:
-    """A cluster with some BSLs and one MemoryStore per location."""
-
-    def __init__(self, *locations: Obj) -> None:
-        self.cluster = FakeCluster()
-        self.stores: dict[str, tuple[MemoryStore, str]] = {}
-        for loc in locations:
-            self.cluster.add(BACKUP_STORAGE_LOCATION, loc)
-            self.stores[loc["metadata"]["name"]] = (MemoryStore(), "")
-        self.open_store = opener(self.stores)
-
-    def bucket(self, location: str) -> Bucket:
-        return Bucket(self.stores[location][0])
-
-    def run(self, **overrides: Any) -> RunReport:
-        return run(settings(**overrides), self.cluster, self.open_store, now=lambda: NOW)
-
-    @property
-    def opened(self) -> list[str]:
-        return self.open_store.opened  # type: ignore[no-any-return]
-
-    def last_synced(self, location: str) -> str | None:
-        obj = self.cluster.of(BACKUP_STORAGE_LOCATION, NS)[location]
-        return (obj.get("status") or {}).get("lastSyncedTime")
 
 
 # -- ordering and selection -------------------------------------------------------------------
@@ -223,7 +197,7 @@ def test_exit_1_when_store_cannot_be_opened() -> None:
             raise StoreError("cannot reach endpoint")
         return world.open_store(loc, read_secret, workdir, s)
 
-    report = run(settings(), world.cluster, open_store, now=lambda: NOW)
+    report = world.run(open_store=open_store)
 
     assert report.exit_code == 1
     assert [loc.outcome for loc in report.locations] == [Outcome.FAILED, Outcome.SYNCED]
@@ -251,7 +225,7 @@ def test_exit_2_when_location_config_error() -> None:
             raise ConfigError("config has invalid keys ['regoin']")
         return world.open_store(loc, read_secret, workdir, s)
 
-    report = run(settings(), world.cluster, open_store, now=lambda: NOW)
+    report = world.run(open_store=open_store)
 
     assert report.exit_code == 2
     assert report.locations[0].outcome == Outcome.CONFIG_ERROR
@@ -287,12 +261,17 @@ def test_config_error_outranks_item_errors() -> None:
     assert world.run().exit_code == 2
 
 
-def test_missing_credential_secret_is_config_error() -> None:
+def credential_world() -> World:
+    """One location whose credential is key "cloud" of the Secret "cloud-credentials"."""
     loc = bsl("a")
     loc["spec"]["credential"] = {"name": "cloud-credentials", "key": "cloud"}
-    world = World(loc)
+    return World(loc)
 
-    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+
+def test_missing_credential_secret_is_config_error() -> None:
+    world = credential_world()
+
+    report = world.run(open_store=open_location_store)
 
     assert report.exit_code == 2
     assert report.locations[0].outcome == Outcome.CONFIG_ERROR
@@ -301,12 +280,10 @@ def test_missing_credential_secret_is_config_error() -> None:
 
 
 def test_credential_secret_without_the_key_is_config_error() -> None:
-    loc = bsl("a")
-    loc["spec"]["credential"] = {"name": "cloud-credentials", "key": "cloud"}
-    world = World(loc)
+    world = credential_world()
     world.cluster.secrets[(NS, "cloud-credentials")] = {"other": b"x"}
 
-    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+    report = world.run(open_store=open_location_store)
 
     assert report.exit_code == 2
     assert "missing data for key" in report.locations[0].reason
@@ -315,7 +292,7 @@ def test_credential_secret_without_the_key_is_config_error() -> None:
 def test_unknown_provider_is_config_error() -> None:
     world = World(bsl("a", provider="velero.io/openstack"))
 
-    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+    report = world.run(open_store=open_location_store)
 
     assert report.exit_code == 2
     assert "openstack" in report.locations[0].reason
@@ -333,9 +310,8 @@ def test_store_is_closed_after_each_location() -> None:
             closed.append(self.name)
 
     world = World(bsl("a"), bsl("b"))
-    world.stores = {"a": (Closing("a"), ""), "b": (Closing("b"), "")}
+    world.stores.update(a=(Closing("a"), ""), b=(Closing("b"), ""))
     world.stores["b"][0].fail_list = StoreError("down")
-    world.open_store = opener(world.stores)
 
     world.run()
 
@@ -527,12 +503,10 @@ def test_concurrency_setting_runs_a_location_in_parallel() -> None:
 
 
 def test_forbidden_credential_secret_is_config_error_naming_the_fix() -> None:
-    loc = bsl("a")
-    loc["spec"]["credential"] = {"name": "cloud-credentials", "key": "cloud"}
-    world = World(loc)
+    world = credential_world()
     world.cluster.fail_on[("get", "cloud-credentials")] = ClusterError("forbidden", 403)
 
-    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+    report = world.run(open_store=open_location_store)
 
     assert report.exit_code == 2
     assert report.locations[0].outcome == Outcome.CONFIG_ERROR
@@ -540,12 +514,10 @@ def test_forbidden_credential_secret_is_config_error_naming_the_fix() -> None:
 
 
 def test_unavailable_credential_secret_fails_the_location() -> None:
-    loc = bsl("a")
-    loc["spec"]["credential"] = {"name": "cloud-credentials", "key": "cloud"}
-    world = World(loc)
+    world = credential_world()
     world.cluster.fail_on[("get", "cloud-credentials")] = ClusterError("unavailable", 503)
 
-    report = run(settings(), world.cluster, open_location_store, now=lambda: NOW)
+    report = world.run(open_store=open_location_store)
 
     assert report.exit_code == 1
     assert report.locations[0].outcome == Outcome.FAILED

@@ -13,8 +13,18 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeCluster, gz, stored_backup, stored_pvb
-from tests.unit.helpers import FUTURE, NOW, NOW_STAMP, NS, PAST, Env, cluster_backup
+from harness.velero_docs import gzip_json, stored_backup, stored_pvb
+from tests.unit.fakes import FakeCluster
+from tests.unit.helpers import (
+    FUTURE,
+    NOW,
+    NOW_STAMP,
+    NS,
+    PAST,
+    Env,
+    cluster_backup,
+    fail_first_backup_list,
+)
 from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, POD_VOLUME_BACKUP, SCHEDULE, Kind
 from worker.errors import AlreadyExists, ClusterError, StoreError
 from worker.logs import TextFormatter
@@ -68,18 +78,21 @@ def test_creates_missing_backups_and_counts() -> None:
 
 def test_created_backup_is_rewritten() -> None:
     env = Env(location_name="secondary")
-    env.bucket.put_backup(stored_backup("b1", labels={"app": "x"}))
+    stored = stored_backup("b1", labels={"app": "x"})
+    env.bucket.put_backup(stored)
 
     env.sync()
 
     created = env.backups()["b1"]
     meta = created["metadata"]
+    assert stored["metadata"]["namespace"] != NS
     assert meta["namespace"] == NS
     assert meta["labels"] == {"velero.io/storage-location": "secondary", "app": "x"}
     assert created["spec"]["storageLocation"] == "secondary"
     for key in ("resourceVersion", "creationTimestamp", "generation", "managedFields"):
+        assert key in stored["metadata"]
         assert key not in meta
-    assert meta["uid"] != "old-uid-b1"  # assigned by the cluster
+    assert meta["uid"] != stored["metadata"]["uid"]  # assigned by the cluster
     assert "ownerReferences" not in meta
     assert created["status"]["phase"] == "Completed"
 
@@ -419,15 +432,10 @@ def test_schedule_lookup_error_cached_too() -> None:
     assert env.cluster.calls.count(("get", "schedules")) == 1
 
 
-class SlowScheduleCluster(FakeCluster):
-    def get(self, kind: Kind, name: str, namespace: str | None) -> Obj | None:
-        if kind is SCHEDULE:
-            time.sleep(0.05)  # wide enough for every worker to ask at once
-        return super().get(kind, name, namespace)
-
-
 def test_schedule_lookups_cached_under_concurrency() -> None:
-    env = Env(cluster=SlowScheduleCluster())
+    env = Env()
+    # wide enough for every worker to ask at once
+    env.cluster.before("get", SCHEDULE, lambda *_call: time.sleep(0.05))
     env.cluster.add(SCHEDULE, schedule("daily", "d"))
     for i in range(16):
         env.bucket.put_backup(stored_backup(f"b{i:02}", owner_refs=[schedule_ref("daily", "d")]))
@@ -451,18 +459,15 @@ def test_schedule_cache_is_per_location_run() -> None:
 # -- create outcomes ---------------------------------------------------------------------------
 
 
-class RacingCluster(FakeCluster):
+def lose_race(kind: Kind, obj: Obj) -> None:
     """A Backup appears between the list and the create (another syncer won the race)."""
-
-    def create(self, kind: Kind, obj: Obj) -> Obj:
-        if kind is BACKUP and obj["metadata"]["name"] == "raced":
-            self.calls.append(("create", kind.plural))
-            raise AlreadyExists("backups raced already exists", 409)
-        return super().create(kind, obj)
+    if obj["metadata"]["name"] == "raced":
+        raise AlreadyExists("backups raced already exists", 409)
 
 
 def test_already_exists_skips_pvbs() -> None:
-    env = Env(cluster=RacingCluster())
+    env = Env()
+    env.cluster.before("create", BACKUP, lose_race)
     env.bucket.put_backup("raced", pvbs=[stored_pvb("p1", "raced")])
     env.bucket.put_backup("b2", pvbs=[stored_pvb("p2", "b2")])
 
@@ -490,15 +495,13 @@ def test_create_error_is_item_error_and_skips_pvbs() -> None:
     assert ("create", "podvolumebackups") not in env.cluster.calls
 
 
-class ExplodingCluster(FakeCluster):
-    def create(self, kind: Kind, obj: Obj) -> Obj:
+def test_unexpected_error_costs_one_backup() -> None:
+    def explode(kind: Kind, obj: Obj) -> None:
         if obj["metadata"]["name"] == "boom":
             raise RuntimeError("bug")
-        return super().create(kind, obj)
 
-
-def test_unexpected_error_costs_one_backup() -> None:
-    env = Env(cluster=ExplodingCluster())
+    env = Env()
+    env.cluster.before("create", None, explode)
     env.bucket.put_backup("boom")
     env.bucket.put_backup("fine")
 
@@ -525,7 +528,7 @@ def test_pvbs_rewritten_to_new_backup_uid() -> None:
 
     assert report.pod_volume_backups == 2
     new_uid = env.backups()["b1"]["metadata"]["uid"]
-    assert new_uid and new_uid != "old-uid-b1"
+    assert new_uid and new_uid != p1["metadata"]["labels"]["velero.io/backup-uid"]
     pvbs = env.cluster.of(POD_VOLUME_BACKUP, NS)
     assert set(pvbs) == {"p1", "p2"}
     for pvb in pvbs.values():
@@ -534,7 +537,7 @@ def test_pvbs_rewritten_to_new_backup_uid() -> None:
         assert meta["ownerReferences"][0]["uid"] == new_uid
         assert meta["ownerReferences"][0]["name"] == "b1"
         assert "resourceVersion" not in meta
-        assert meta["uid"] != f"old-pvb-uid-{meta['name']}"
+        assert meta["uid"] != stored_pvb(meta["name"], "b1")["metadata"]["uid"]
         assert pvb["spec"]["backupStorageLocation"] == "secondary"
     assert pvbs["p1"]["metadata"]["labels"]["velero.io/backup-uid"] == new_uid
     assert "velero.io/backup-uid" not in pvbs["p2"]["metadata"]["labels"]
@@ -589,7 +592,7 @@ def test_pvb_create_error_is_item_error_others_created() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"gzip garbage", gz([stored_pvb("p1", "b1")])[:-10], gz({"not": "a list"})],
+    [b"gzip garbage", gzip_json([stored_pvb("p1", "b1")])[:-10], gzip_json({"not": "a list"})],
     ids=["garbage", "truncated", "non-list"],
 )
 def test_corrupt_pvb_file_is_item_error_backup_still_created(data: bytes) -> None:
@@ -610,7 +613,7 @@ def test_corrupt_pvb_file_is_item_error_backup_still_created(data: bytes) -> Non
 def test_null_pvb_file_is_empty() -> None:
     env = Env()
     env.bucket.put_backup("b1", pvbs=None)
-    env.bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(None))
+    env.bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json(None))
 
     report = env.sync()
 
@@ -712,24 +715,9 @@ def test_cluster_backup_listing_error_sync_continues() -> None:
     assert report.status_patched is True
 
 
-class FirstListFails(FakeCluster):
-    """The namespace-wide Backup list fails; a label-selected relist works."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.selectors: list[str | None] = []
-
-    def list(self, kind: Kind, namespace: str | None, label_selector: str | None = None) -> Any:
-        if kind is BACKUP:
-            self.selectors.append(label_selector)
-            if label_selector is None:
-                self.calls.append(("list", kind.plural))
-                raise ClusterError("list backups: 500", 500)
-        return super().list(kind, namespace, label_selector)
-
-
 def test_cluster_listing_error_orphans_from_label_selected_relist() -> None:
-    env = Env(cluster=FirstListFails())
+    env = Env()
+    selectors = fail_first_backup_list(env.cluster)
     env.bucket.put_backup("b1")
     env.cluster.add(BACKUP, cluster_backup("orphan", "default"))
     env.cluster.add(BACKUP, cluster_backup("other-loc-orphan", "elsewhere"))
@@ -737,7 +725,7 @@ def test_cluster_listing_error_orphans_from_label_selected_relist() -> None:
 
     report = env.sync()
 
-    assert env.cluster.selectors == [None, "velero.io/storage-location=default"]
+    assert selectors == [None, "velero.io/storage-location=default"]
     assert env.deletes() == ["orphan"]
     assert report.orphans_deleted == 1
     assert report.created == 1
@@ -763,42 +751,39 @@ def test_status_patch_merges_last_synced_time() -> None:
     assert report.status_patched is True
 
 
-class RecordingPatches(FakeCluster):
-    def __init__(self) -> None:
-        super().__init__()
-        self.patches: list[tuple[str, str, str | None, Obj, str]] = []
-
-    def patch_merge(
-        self, kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str = ""
-    ) -> Obj:
-        self.patches.append((kind.plural, name, namespace, copy.deepcopy(patch), subresource))
-        return super().patch_merge(kind, name, namespace, patch, subresource)
+# The one patch of a location with nothing to sync: lastSyncedTime only (no stamp: the run
+# marked nothing).
+STATUS_PATCH = {"status": {"lastSyncedTime": NOW_STAMP}}
 
 
-def status_patch(cluster: RecordingPatches) -> Obj:
-    """The one patch of a location with nothing to sync: lastSyncedTime only (no stamp: the
-    run marked nothing)."""
-    return {"status": {"lastSyncedTime": NOW_STAMP}}
+def recorded_patches(env: Env) -> list[tuple[str, str, str | None, Obj, str]]:
+    """Every patch sent to the cluster from now on, as sent."""
+    patches: list[tuple[str, str, str | None, Obj, str]] = []
+
+    def record(kind: Kind, name: str, namespace: str | None, patch: Obj, subresource: str) -> None:
+        patches.append((kind.plural, name, namespace, copy.deepcopy(patch), subresource))
+
+    env.cluster.before("patch", None, record)
+    return patches
 
 
 def test_status_patch_is_one_merge_patch_of_the_main_resource() -> None:
-    env = Env(cluster=RecordingPatches())
+    env = Env()
+    patches = recorded_patches(env)
     env.sync()
-    assert env.cluster.patches == [
-        ("backupstoragelocations", "default", NS, status_patch(env.cluster), "")
-    ]
+    assert patches == [("backupstoragelocations", "default", NS, STATUS_PATCH, "")]
 
 
 def test_status_subresource_is_patched_too() -> None:
-    env = Env(cluster=RecordingPatches())
+    env = Env()
+    patches = recorded_patches(env)
     env.cluster.status_subresource = True
 
     report = env.sync()
 
-    patch = status_patch(env.cluster)
-    assert env.cluster.patches == [
-        ("backupstoragelocations", "default", NS, patch, ""),
-        ("backupstoragelocations", "default", NS, patch, "status"),
+    assert patches == [
+        ("backupstoragelocations", "default", NS, STATUS_PATCH, ""),
+        ("backupstoragelocations", "default", NS, STATUS_PATCH, "status"),
     ]
     bsl = env.cluster.of(BACKUP_STORAGE_LOCATION, NS)["default"]
     assert bsl["status"]["lastSyncedTime"] == NOW_STAMP
@@ -826,28 +811,27 @@ def test_status_patch_failure_raises_after_sync() -> None:
 # -- concurrency ---------------------------------------------------------------------------------
 
 
-class CountingCluster(FakeCluster):
-    def __init__(self) -> None:
-        super().__init__()
+class CreatesInFlight:
+    """Holds each create on ``cluster`` a little, and counts the most in flight at once."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
         self._lock = threading.Lock()
         self.active = 0
         self.peak = 0
+        cluster.before("create", None, self._create)
 
-    def create(self, kind: Kind, obj: Obj) -> Obj:
+    def _create(self, *_call: Any) -> None:
         with self._lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
-        try:
-            time.sleep(0.01)
-            with self._lock:
-                return super().create(kind, obj)
-        finally:
-            with self._lock:
-                self.active -= 1
+        time.sleep(0.01)
+        with self._lock:
+            self.active -= 1
 
 
 def test_concurrent_sync_creates_everything_within_the_worker_bound() -> None:
-    env = Env(cluster=CountingCluster())
+    env = Env()
+    in_flight = CreatesInFlight(env.cluster)
     for i in range(40):
         env.bucket.put_backup(f"b{i:02}", pvbs=[stored_pvb(f"p{i:02}", f"b{i:02}")])
 
@@ -856,7 +840,7 @@ def test_concurrent_sync_creates_everything_within_the_worker_bound() -> None:
     assert report.created == 40
     assert report.pod_volume_backups == 40
     assert len(env.backups()) == 40
-    assert 1 < env.cluster.peak <= 4
+    assert 1 < in_flight.peak <= 4
 
 
 # -- bounded_map ---------------------------------------------------------------------------------
@@ -928,60 +912,3 @@ def test_bounded_map_single_worker_is_lazy_and_in_order() -> None:
 
 def test_bounded_map_empty() -> None:
     assert list(bounded_map(lambda i: i, [], 4)) == []
-
-
-# -- the status patch through the real Kubernetes adapter ----------------------------------------
-
-
-class _Response:
-    """What ``ApiClient.call_api`` returns (a ``rest.RESTResponse``), as far as used."""
-
-    def __init__(self, body: Obj, status: int = 200) -> None:
-        self.status = status
-        self._data = json.dumps(body).encode()
-
-    def read(self) -> bytes:
-        return self._data
-
-
-class RecordingApiServer:
-    """Stands in for ``ApiClient.call_api``; the API server keeps status or not."""
-
-    def __init__(self, keeps_status: bool) -> None:
-        self.keeps_status = keeps_status
-        self.calls: list[tuple[str, str, dict[str, Any], Any, Any]] = []
-
-    def call_api(
-        self, method: str, url: str, headers: Any, body: Any, post: Any, **kwargs: Any
-    ) -> _Response:
-        self.calls.append((method, url, headers, body, kwargs.get("_request_timeout")))
-        if url.endswith("/status") or self.keeps_status:
-            return _Response(body)
-        return _Response({"status": {}})
-
-
-@pytest.mark.parametrize("keeps_status", [True, False], ids=["no-subresource", "subresource"])
-def test_kube_cluster_sends_a_merge_patch(keeps_status: bool) -> None:
-    from kubernetes import client
-
-    from worker.cluster import KubeCluster
-    from worker.ratelimit import TokenBucket
-    from worker.retry import RetryPolicy
-    from worker.stamps import patch_last_synced
-
-    api = client.ApiClient()
-    server = RecordingApiServer(keeps_status)
-    api.call_api = server.call_api  # type: ignore[method-assign]
-    kube = KubeCluster(api, TokenBucket(0, 1), 5.0, RetryPolicy(attempts=1))
-
-    patch_last_synced(kube, "default", NS, NOW_STAMP)
-
-    patch = {"status": {"lastSyncedTime": "2026-03-01T12:00:00Z"}}
-    path = f"/apis/velero.io/v1/namespaces/{NS}/backupstoragelocations/default"
-    expected = [path] + ([] if keeps_status else [f"{path}/status"])
-    assert [url.removeprefix(api.configuration.host) for _, url, *_ in server.calls] == expected
-    for method, _, headers, body, timeout in server.calls:
-        assert method == "PATCH"
-        assert headers["Content-Type"] == "application/merge-patch+json"
-        assert body == patch
-        assert timeout == 5.0
