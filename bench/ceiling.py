@@ -28,13 +28,14 @@ from datetime import UTC, datetime
 from bench.dataset import backup_name, seed_backup
 from harness.seed import backup_document, pod_volume_backup_documents
 from worker import rewrite
-from worker.cluster import BACKUP, POD_VOLUME_BACKUP, ClientOptions, KubeCluster
+from worker.cluster import ClientOptions, KubeCluster
 from worker.errors import AlreadyExists, ClusterError
 from worker.pool import bounded_map
 from worker.retry import RetryPolicy
+from worker.velero import BACKUP, DEPENDENTS_PENDING_ANNOTATION, POD_VOLUME_BACKUP
 
 LOCATION = "default"
-MARK = rewrite.DEPENDENTS_PENDING_ANNOTATION
+MARK = DEPENDENTS_PENDING_ANNOTATION
 
 
 def create_one(

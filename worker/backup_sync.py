@@ -13,16 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from worker import rewrite
-from worker.cluster import (
-    BACKUP,
-    POD_VOLUME_BACKUP,
-    SCHEDULE,
-    VOLUME_SNAPSHOT_CLASS,
-    VOLUME_SNAPSHOT_CONTENT,
-    Cluster,
-    Kind,
-)
+from worker import rewrite, velero
+from worker.cluster import Cluster
 from worker.cluster_backups import ClusterBackup, summarize
 from worker.errors import AlreadyExists, ClusterError, ItemError, NotFound, StoreError
 from worker.report import (
@@ -36,10 +28,19 @@ from worker.report import (
 from worker.stamps import Stamps
 from worker.storage.layout import BackupStore, StreamedList
 from worker.sync_options import SyncOptions
+from worker.velero import (
+    BACKUP,
+    DEPENDENTS_PENDING_ANNOTATION,
+    POD_VOLUME_BACKUP,
+    SCHEDULE,
+    VELERO_API_VERSION,
+    VOLUME_SNAPSHOT_CLASS,
+    VOLUME_SNAPSHOT_CONTENT,
+    Kind,
+    Obj,
+)
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 # The UID of a Schedule that could not be looked up (compared by identity).
 _UNKNOWN = "<lookup failed>"
@@ -251,7 +252,7 @@ class BackupSyncer:
         task.outcome.created = True
         task.log.info("synced backup into the cluster")
         if not dependents.none:
-            uid = str((created.get("metadata") or {}).get("uid", ""))
+            uid = str(velero.metadata(created).get("uid", ""))
             self._create_dependents(task, uid, dependents, marked=False)
 
     def _complete_if_marked(self, task: _Task, dependents: _Dependents) -> None:
@@ -375,7 +376,7 @@ class BackupSyncer:
                 if pending
                 else "the next run tries again"
             )
-            key = rewrite.DEPENDENTS_PENDING_ANNOTATION
+            key = DEPENDENTS_PENDING_ANNOTATION
             task.error(
                 f"cannot {what} the pending annotation",
                 f"cannot {what} annotation {key} ({consequence}): {exc}",
@@ -394,7 +395,7 @@ class BackupSyncer:
         for ref in refs if isinstance(refs, list) else []:
             if not isinstance(ref, dict):
                 continue
-            if ref.get("kind") != "Schedule" or ref.get("apiVersion") != rewrite.VELERO_API_VERSION:
+            if ref.get("kind") != SCHEDULE.kind or ref.get("apiVersion") != VELERO_API_VERSION:
                 task.log.warning(
                     "removing owner reference of a kind that cannot own a Backup",
                     extra={"kind": str(ref.get("kind")), "apiVersion": str(ref.get("apiVersion"))},

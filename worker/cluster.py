@@ -16,51 +16,19 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
-from worker import retry
+from worker import retry, velero
 from worker.errors import AlreadyExists, ClusterError, ConfigError, NotFound
 from worker.ratelimit import RateLimit, TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
-
-Obj = dict[str, Any]
-T = TypeVar("T")
+from worker.velero import SECRET, Kind, Obj
 
 LIST_PAGE_SIZE = 500
 # Set on every answer of a server with API Priority and Fairness (on since 1.20, GA in 1.29).
 _APF_HEADERS = ("X-Kubernetes-PF-FlowSchema-UID", "X-Kubernetes-PF-PriorityLevel-UID")
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """A resource type, addressed the way the REST API addresses it."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-BACKUP_STORAGE_LOCATION = Kind("velero.io", "v1", "backupstoragelocations", "BackupStorageLocation")
-BACKUP = Kind("velero.io", "v1", "backups", "Backup")
-POD_VOLUME_BACKUP = Kind("velero.io", "v1", "podvolumebackups", "PodVolumeBackup")
-SCHEDULE = Kind("velero.io", "v1", "schedules", "Schedule")
-VOLUME_SNAPSHOT = Kind("snapshot.storage.k8s.io", "v1", "volumesnapshots", "VolumeSnapshot")
-VOLUME_SNAPSHOT_CLASS = Kind(
-    "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", "VolumeSnapshotClass", False
-)
-VOLUME_SNAPSHOT_CONTENT = Kind(
-    "snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", "VolumeSnapshotContent", False
-)
-SECRET = Kind("", "v1", "secrets", "Secret")
-DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")  # Velero's, for its version
 
 
 class Cluster(Protocol):
@@ -313,7 +281,7 @@ class KubeCluster:
         while True:
             page = self._list_page(kind, namespace, label_selector, token)
             yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or None
+            token = velero.metadata(page).get("continue") or None
             if not token:
                 return
 
@@ -339,7 +307,7 @@ class KubeCluster:
             return None
 
     def create(self, kind: Kind, obj: Obj) -> Obj:
-        meta = obj.get("metadata") or {}
+        meta = velero.metadata(obj)
         body = {**obj, "apiVersion": kind.api_version, "kind": kind.kind}
         namespace = str(meta.get("namespace")) if kind.namespaced else None
         path = self._path(kind, namespace)
@@ -432,7 +400,7 @@ class PlanningCluster:
         return self._inner.get(kind, name, namespace)
 
     def create(self, kind: Kind, obj: Obj) -> Obj:
-        meta = obj.get("metadata") or {}
+        meta = velero.metadata(obj)
         where = f"{meta.get('namespace')}/" if kind.namespaced else ""
         self._record(f"would create {kind.kind} {where}{meta.get('name')}")
         created = copy.deepcopy(obj)

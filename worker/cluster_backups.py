@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from worker import rewrite
-from worker.cluster import BACKUP, Cluster
+from worker import velero
+from worker.cluster import Cluster
 from worker.errors import ClusterError
+from worker.velero import (
+    BACKUP,
+    DEPENDENTS_PENDING_ANNOTATION,
+    RUN_ANNOTATION,
+    STORAGE_LOCATION_LABEL,
+    Obj,
+    phase_of,
+)
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +29,7 @@ class ClusterBackup:
     phase: str
     uid: str = ""
     dependents_pending: bool = False  # its dependents failed: complete them
-    run: str = ""  # the run that created it with dependents (rewrite.RUN_ANNOTATION)
+    run: str = ""  # the run that created it with dependents (RUN_ANNOTATION)
 
     def pending(self, complete_through: str, this_run: str) -> bool:
         """Its dependents may be incomplete: they failed, or the run that created it did
@@ -36,16 +41,16 @@ class ClusterBackup:
 
 def summarize(backup: Obj) -> ClusterBackup:
     """The fields of a Backup from the API that the sync (and explain) look at."""
-    meta = backup.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
+    meta = velero.metadata(backup)
+    labels = velero.labels_of(backup)
+    annotations = velero.annotations_of(backup)
     return ClusterBackup(
         name=str(meta.get("name", "")),
-        location_label=labels.get(rewrite.STORAGE_LOCATION_LABEL),
-        phase=rewrite.phase_of(backup),
+        location_label=labels.get(STORAGE_LOCATION_LABEL),
+        phase=phase_of(backup),
         uid=str(meta.get("uid", "")),
-        dependents_pending=rewrite.DEPENDENTS_PENDING_ANNOTATION in annotations,
-        run=str(annotations.get(rewrite.RUN_ANNOTATION) or ""),
+        dependents_pending=DEPENDENTS_PENDING_ANNOTATION in annotations,
+        run=str(annotations.get(RUN_ANNOTATION) or ""),
     )
 
 

@@ -14,14 +14,13 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+from worker import velero
 from worker.cluster import Cluster
 from worker.report import LocationReport, Outcome
+from worker.velero import BACKUP_STORAGE_LOCATION, EVENT, Obj
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 REPORTING_CONTROLLER = "backup-sync"
 NORMAL = "Normal"
@@ -117,12 +116,12 @@ def _cut(text: str, max_bytes: int) -> str:
 def event_body(regarding: Obj, spec: EventSpec, now: datetime, instance: str) -> Obj:
     """An events.k8s.io/v1 Event about ``regarding``, in its namespace, within the API's
     length limits."""
-    meta = regarding.get("metadata") or {}
+    meta = velero.metadata(regarding)
     name = str(meta.get("name", ""))
     namespace = str(meta.get("namespace", ""))
     ref: Obj = {
-        "apiVersion": str(regarding.get("apiVersion", "velero.io/v1")),
-        "kind": str(regarding.get("kind", "BackupStorageLocation")),
+        "apiVersion": str(regarding.get("apiVersion", BACKUP_STORAGE_LOCATION.api_version)),
+        "kind": str(regarding.get("kind", BACKUP_STORAGE_LOCATION.kind)),
         "name": name,
         "namespace": namespace,
     }
@@ -130,8 +129,8 @@ def event_body(regarding: Obj, spec: EventSpec, now: datetime, instance: str) ->
         if meta.get(key):
             ref[key] = str(meta[key])
     return {
-        "apiVersion": "events.k8s.io/v1",
-        "kind": "Event",
+        "apiVersion": EVENT.api_version,
+        "kind": EVENT.kind,
         # Named as client-go names events: the object's name and a hex timestamp (plus a
         # little randomness: several events per object come within one microsecond here).
         "metadata": {

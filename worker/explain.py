@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from worker import rewrite
-from worker.cluster import BACKUP, SCHEDULE, Cluster
+from worker import rewrite, velero
+from worker.cluster import Cluster
 from worker.cluster_backups import summarize
 from worker.errors import ClusterError, ConfigError, ItemError, LocationError
 from worker.locations import due_check, name_of, order_default_first, selected
@@ -23,8 +23,8 @@ from worker.profile import VeleroProfile
 from worker.settings import Settings
 from worker.storage import ObjectStore
 from worker.storage.layout import MAX_METADATA_BYTES, BackupStore
+from worker.velero import BACKUP, SCHEDULE, Obj, phase_of
 
-Obj = dict[str, Any]
 # (location) -> the opened store and what to close; raises ConfigError, LocationError
 OpenStore = Callable[[Obj], tuple[BackupStore, ObjectStore]]
 
@@ -120,7 +120,7 @@ class Explainer:
         if backup is not None:
             finding.note(
                 f"a Backup {name} is in the cluster, labelled for location "
-                f"{_label(backup) or '(none)'}, phase {rewrite.phase_of(backup) or '(none)'}"
+                f"{_label(backup) or '(none)'}, phase {phase_of(backup) or '(none)'}"
             )
         finding.verdict = self._verdict(location, state, in_store, backup, store)
         return finding
@@ -135,8 +135,8 @@ class Explainer:
         finding.note(f"location: {due.reason}")
         if due.disabled:
             return f"location {finding.location} is disabled (backupSyncPeriod 0)"
-        phase = (location.get("status") or {}).get("phase") or ""
-        if self.profile.requires_available_location and phase != "Available":
+        phase = velero.status(location).get("phase") or ""
+        if self.profile.requires_available_location and phase != velero.LOCATION_PHASE_AVAILABLE:
             finding.note(f"location: status.phase {phase!r}")
             return (
                 f"location {finding.location} is not Available (phase {phase!r}) and Velero "
@@ -160,7 +160,7 @@ class Explainer:
         if stored is None:
             finding.note(f"store: folder {folder} has no {key}")
             return f"no velero-backup.json in {folder}"
-        finding.note(f"store: read {key}: a Backup, phase {rewrite.phase_of(stored) or '(none)'}")
+        finding.note(f"store: read {key}: a Backup, phase {phase_of(stored) or '(none)'}")
         self._dependents(name, store, finding)
         self._owners(stored, finding)
         return stored
@@ -180,9 +180,9 @@ class Explainer:
                 finding.note(f"store: {what} cannot be read: {exc}")
 
     def _owners(self, stored: Obj, finding: Finding) -> None:
-        refs = (stored.get("metadata") or {}).get("ownerReferences")
+        refs = velero.metadata(stored).get("ownerReferences")
         for ref in refs if isinstance(refs, list) else []:
-            if not isinstance(ref, dict) or ref.get("kind") != "Schedule":
+            if not isinstance(ref, dict) or ref.get("kind") != SCHEDULE.kind:
                 finding.note(f"owner {ref!r}: dropped (only a Schedule may own a Backup)")
                 continue
             schedule = str(ref.get("name", ""))
@@ -193,7 +193,7 @@ class Explainer:
                 continue
             if found is None:
                 finding.note(f"owner Schedule {schedule}: dropped (no such Schedule here)")
-            elif (found.get("metadata") or {}).get("uid") != ref.get("uid"):
+            elif velero.metadata(found).get("uid") != ref.get("uid"):
                 finding.note(f"owner Schedule {schedule}: dropped (another UID here)")
             else:
                 finding.note(f"owner Schedule {schedule}: kept (same UID here)")
@@ -223,20 +223,20 @@ class Explainer:
         return self._orphan(backup, state, location, store)
 
     def _why_not(self, stored: Obj) -> str:
-        phase = rewrite.phase_of(stored)
+        phase = phase_of(stored)
         problem = rewrite.backup_problem(stored)
         if problem:
             return f"phase {phase or '(none)'} in the store ({problem})"
         if rewrite.waiting_and_unexpired(stored, self.now):
-            expiration = (stored.get("status") or {}).get("expiration") or "unset"
+            expiration = velero.status(stored).get("expiration") or "unset"
             return f"phase {phase} until it expires (expiration {expiration})"
         return ""
 
     def _orphan(self, backup: Obj, state: str, location: Obj, store: BackupStore) -> str:
         """The sync's own orphan plan (worker.orphans), for this one Backup of ours."""
         where = f"location {name_of(location)}"
-        phase = rewrite.phase_of(backup)
-        if phase not in rewrite.ORPHAN_PHASES:
+        phase = phase_of(backup)
+        if phase not in velero.ORPHAN_PHASES:
             return f"not in {where}'s store, but kept: phase {phase or '(none)'} is never deleted"
         listed = set(store.list_backups())
         selector = f"{_SELECTOR}={_label(backup)}"
@@ -257,15 +257,13 @@ class Explainer:
 def _present(backup: Obj, ours: bool, where: str, location: Obj) -> str:
     if not ours:
         return f"in the cluster already, from location {_label(backup) or '(none)'}: skipped here"
-    stamp = ((location.get("metadata") or {}).get("annotations") or {}).get(
-        rewrite.COMPLETE_THROUGH_ANNOTATION, ""
-    )
+    stamp = velero.annotations_of(location).get(velero.COMPLETE_THROUGH_ANNOTATION, "")
     if summarize(backup).pending(str(stamp), ""):
         return f"in the cluster, synced by {where}; its dependents are completed on its next run"
     return f"in the cluster, synced by {where}"
 
 
-_SELECTOR = rewrite.STORAGE_LOCATION_LABEL
+_SELECTOR = velero.STORAGE_LOCATION_LABEL
 
 
 def _ours(backup: Obj | None, location: Obj) -> bool:
@@ -274,4 +272,4 @@ def _ours(backup: Obj | None, location: Obj) -> bool:
 
 
 def _label(backup: Obj) -> str:
-    return str(((backup.get("metadata") or {}).get("labels") or {}).get(_SELECTOR) or "")
+    return str(velero.labels_of(backup).get(_SELECTOR) or "")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker import velero
 from worker.durations import parse_go_duration
 from worker.errors import ConfigError
 
@@ -22,14 +23,14 @@ def order_default_first(locations: Sequence[Location]) -> list[Location]:
     """The default location first, then the others in API order (Velero's
     backupSyncSourceOrderFunc: those before the default, then those after)."""
     for index, location in enumerate(locations):
-        if (location.get("spec") or {}).get("default") is True:
+        if velero.spec(location).get("default") is True:
             return [location, *locations[:index], *locations[index + 1 :]]
     return list(locations)
 
 
 def _configured_period(location: Location, default: timedelta) -> timedelta:
     """``spec.backupSyncPeriod`` when set, else the default; not yet corrected."""
-    raw = (location.get("spec") or {}).get("backupSyncPeriod")
+    raw = velero.spec(location).get("backupSyncPeriod")
     return default if raw is None else parse_go_duration(str(raw))
 
 
@@ -70,7 +71,7 @@ def due_check(location: Location, default: timedelta, now: datetime, force: bool
         period = default
     if force:
         return Due(True, "forced", period)
-    last = (location.get("status") or {}).get("lastSyncedTime")
+    last = velero.status(location).get("lastSyncedTime")
     if not last:
         return Due(True, "never synced", period)
     try:

@@ -8,20 +8,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from worker import rewrite
-from worker.cluster import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Cluster
+from worker import rewrite, velero
+from worker.cluster import Cluster
 from worker.cluster_backups import ClusterBackup, summarize
 from worker.errors import ClusterError, NotFound
 from worker.guard import MassDeletionGuard
 from worker.report import ItemFailure, LocationReport
-from worker.rewrite import ORPHAN_PHASES
 from worker.sync_options import SyncOptions
+from worker.velero import (
+    BACKUP,
+    BACKUP_NAME_LABEL,
+    ORPHAN_PHASES,
+    STORAGE_LOCATION_LABEL,
+    VOLUME_SNAPSHOT,
+    VOLUME_SNAPSHOT_CONTENT,
+    Obj,
+)
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,7 @@ def _location_backups(
 ) -> list[ClusterBackup] | None:
     """This location's Backups, listed by its label as Velero lists them; None (and an item
     error: no orphan is deleted) when that fails too."""
-    selector = f"{rewrite.STORAGE_LOCATION_LABEL}={rewrite.valid_label(location)}"
+    selector = f"{STORAGE_LOCATION_LABEL}={rewrite.valid_label(location)}"
     try:
         return [summarize(b) for b in cluster.list(BACKUP, namespace, selector)]
     except ClusterError as exc:
@@ -147,14 +152,14 @@ def _delete_csi_snapshots(
     namespaces with the same backup name. A content bound to one of those is the
     application's data: with ``deletionPolicy: Delete`` its deletion deletes the cloud
     snapshot."""
-    selector = f"{rewrite.BACKUP_NAME_LABEL}={rewrite.valid_label(backup)}"
+    selector = f"{BACKUP_NAME_LABEL}={rewrite.valid_label(backup)}"
     try:
         snapshots = list(cluster.list(VOLUME_SNAPSHOT, namespace, selector))
     except ClusterError as exc:
         report.errors.append(ItemFailure(f"VolumeSnapshots of {backup}", str(exc)))
         snapshots = []
     for vs in snapshots:
-        name = str((vs.get("metadata") or {}).get("name"))
+        name = str(velero.metadata(vs).get("name"))
         try:
             cluster.delete(VOLUME_SNAPSHOT, name, namespace)
         except NotFound:
@@ -168,7 +173,7 @@ def _delete_csi_snapshots(
         report.errors.append(ItemFailure(f"VolumeSnapshotContents of {backup}", str(exc)))
         return
     for content in contents:
-        name = str((content.get("metadata") or {}).get("name"))
+        name = str(velero.metadata(content).get("name"))
         ref = f"VolumeSnapshotContent {name}"
         try:
             bound = _bound_outside(content, namespace, cluster)
@@ -197,8 +202,7 @@ def _bound_outside(content: Obj, namespace: str, cluster: Cluster) -> str:
     """``ns/name`` of the live VolumeSnapshot outside ``namespace`` that the content's
     ``spec.volumeSnapshotRef`` names, or "" when there is none. Raises ClusterError when
     that cannot be known."""
-    spec = content.get("spec")
-    ref = spec.get("volumeSnapshotRef") if isinstance(spec, dict) else None
+    ref = velero.spec(content).get("volumeSnapshotRef")
     if not isinstance(ref, dict):
         return ""
     ref_ns, ref_name = ref.get("namespace"), ref.get("name")

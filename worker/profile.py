@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from worker import velero
 from worker.errors import ClusterError, ConfigError
 
 Version = tuple[int, int, int]
@@ -128,10 +129,10 @@ def version_of_image(image: str) -> Version | None:
 
 def velero_image(deployment: dict[str, Any]) -> str | None:
     """The image of the Deployment's ``velero`` container (else its only container)."""
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    pod = velero.spec(velero.spec(deployment).get("template") or {})
+    containers = [c for c in pod.get("containers") or [] if isinstance(c, dict)]
     for container in containers:
-        if container.get("name") == "velero":
+        if container.get("name") == velero.VELERO_CONTAINER:
             return str(container.get("image") or "") or None
     if len(containers) == 1:
         return str(containers[0].get("image") or "") or None

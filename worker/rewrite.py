@@ -10,30 +10,27 @@ import copy
 import hashlib
 import re
 from datetime import datetime
-from typing import Any
 
+from worker import velero
 from worker.locations import parse_time
+from worker.velero import (
+    BACKUP,
+    BACKUP_NAME_LABEL,
+    BACKUP_UID_LABEL,
+    DEFAULT_SNAPSHOT_CLASS_ANNOTATION,
+    DEPENDENTS_PENDING_ANNOTATION,
+    PHASE_PARTIALLY_FAILED,
+    RUN_ANNOTATION,
+    SNAPSHOT_API_VERSION,
+    STORAGE_LOCATION_LABEL,
+    STORED_PHASES,
+    VELERO_API_VERSION,
+    VOLUME_SNAPSHOT,
+    WAITING_PHASES,
+    Obj,
+    phase_of,
+)
 
-Obj = dict[str, Any]
-
-VELERO_API_VERSION = "velero.io/v1"
-SNAPSHOT_API_VERSION = "snapshot.storage.k8s.io/v1"
-STORAGE_LOCATION_LABEL = "velero.io/storage-location"
-BACKUP_NAME_LABEL = "velero.io/backup-name"
-BACKUP_UID_LABEL = "velero.io/backup-uid"
-
-# Crash safety without a write per backup (docs/operations.md, "The in-progress mark"):
-# - a Backup created with dependents (pod volume backups, CSI objects) carries the id of the
-#   run that created it (RUN_ANNOTATION), set in the create itself;
-# - a run that completes a location stamps its own id on the BackupStorageLocation
-#   (COMPLETE_THROUGH_ANNOTATION) in the same patch as status.lastSyncedTime;
-# - a Backup whose run id is later than its location's stamp was created by a run that did
-#   not finish (killed, interrupted, failed): the next run completes its dependents;
-# - a Backup whose dependents failed carries DEPENDENTS_PENDING_ANNOTATION until a run
-#   completes them (a write only on that failure path).
-RUN_ANNOTATION = "backup-sync.io/run"
-COMPLETE_THROUGH_ANNOTATION = "backup-sync.io/dependents-complete-through"
-DEPENDENTS_PENDING_ANNOTATION = "backup-sync.io/dependents-pending"
 # Only this worker's own writes set these; a bucket's copies are dropped.
 _OWN_ANNOTATIONS = (RUN_ANNOTATION, DEPENDENTS_PENDING_ANNOTATION)
 
@@ -51,26 +48,8 @@ SERVER_OWNED_METADATA = (
     "deletionGracePeriodSeconds",
 )
 
-WAITING_PHASES = frozenset(
-    {
-        "WaitingForPluginOperations",
-        "WaitingForPluginOperationsPartiallyFailed",
-        "Finalizing",
-        "FinalizingPartiallyFailed",
-    }
-)
-ORPHAN_PHASES = frozenset({"Completed", "PartiallyFailed"})
-# The phases in which Velero uploads velero-backup.json. Any other phase in a bucket was not
-# written by Velero and would mislead this cluster's Velero: New (or no phase at all) makes
-# its backup controller *run* the Backup, InProgress gets it marked Failed, Deleting and
-# FailedValidation describe things that never happened here.
-STORED_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed"}) | WAITING_PHASES
-
 DNS1123_SUBDOMAIN_MAX = 253
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-# Makes a VolumeSnapshotClass the cluster's default for every new VolumeSnapshot: not a
-# decision a bucket gets to make.
-DEFAULT_SNAPSHOT_CLASS_ANNOTATION = "snapshot.storage.kubernetes.io/is-default-class"
 
 
 def valid_label(value: str) -> str:
@@ -150,17 +129,12 @@ def backup_problem(backup: Obj) -> str:
     return ""
 
 
-def phase_of(obj: Obj) -> str:
-    status = obj.get("status")
-    return str(status.get("phase", "")) if isinstance(status, dict) else ""
-
-
 def waiting_and_unexpired(backup: Obj, now: datetime) -> bool:
     """A backup still waiting for plugin operations or finalizing, whose expiration is unset
     or in the future: Velero leaves it alone until it expires."""
     if phase_of(backup) not in WAITING_PHASES:
         return False
-    expiration = (backup.get("status") or {}).get("expiration")
+    expiration = velero.status(backup).get("expiration")
     if not expiration:
         return True
     try:
@@ -196,7 +170,7 @@ def backup_for_cluster(
         for key in _OWN_ANNOTATIONS:
             annotations.pop(key, None)
     if phase_of(out) in WAITING_PHASES and not waiting_and_unexpired(out, now):
-        _section(out, "status")["phase"] = "PartiallyFailed"
+        _section(out, "status")["phase"] = PHASE_PARTIALLY_FAILED
     return out
 
 
@@ -247,7 +221,7 @@ def pod_volume_backup_for_cluster(
         if not (
             isinstance(ref, dict)
             and ref.get("apiVersion") == VELERO_API_VERSION
-            and ref.get("kind") == "Backup"
+            and ref.get("kind") == BACKUP.kind
         ):
             continue
         if ref.get("name") != backup_name:
@@ -294,15 +268,13 @@ def static_snapshot_content(content: Obj, backup_name: str | None = None) -> Obj
     out = copy.deepcopy(content)
     meta = _metadata(out)
     _require_name(meta)
-    labels = meta.get("labels")
-    owner = labels.get(BACKUP_NAME_LABEL) if isinstance(labels, dict) else None
+    owner = velero.labels_of(out).get(BACKUP_NAME_LABEL)
     if backup_name is not None and owner is not None and owner != valid_label(backup_name):
         raise ValueError(
             f"belongs to backup {owner!r} (label {BACKUP_NAME_LABEL}), not {backup_name!r}"
         )
     uid = meta.get("uid")
-    status = out.get("status")
-    handle = status.get("snapshotHandle") if isinstance(status, dict) else None
+    handle = velero.status(out).get("snapshotHandle")
     if not handle:
         raise ValueError("has no status.snapshotHandle")
     if not uid or not isinstance(uid, str):
@@ -311,7 +283,7 @@ def static_snapshot_content(content: Obj, backup_name: str | None = None) -> Obj
     spec["source"] = {"snapshotHandle": handle}
     spec["volumeSnapshotRef"] = {
         "apiVersion": SNAPSHOT_API_VERSION,
-        "kind": "VolumeSnapshot",
+        "kind": VOLUME_SNAPSHOT.kind,
         "namespace": f"ns-{uid}",
         "name": f"name-{uid}",
     }

@@ -16,14 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.cluster import (
-    BACKUP_STORAGE_LOCATION,
-    DEPLOYMENT,
-    ClientOptions,
-    Cluster,
-    KubeCluster,
-    PlanningCluster,
-)
+from worker import velero
+from worker.cluster import ClientOptions, Cluster, KubeCluster, PlanningCluster
 from worker.errors import ClusterError, ConfigError, LocationError
 from worker.events import record_location_events
 from worker.explain import Explainer, Explanation
@@ -46,6 +40,7 @@ from worker.storage.bsl import StoreOptions, open_backup_store, store_settings
 from worker.storage.credentials import ReadSecret, secret_reader
 from worker.storage.layout import BackupStore
 from worker.sync import SyncOptions, new_run_id, sync_location
+from worker.velero import BACKUP_STORAGE_LOCATION, DEPLOYMENT
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +315,7 @@ class _Pass:
 
 
 def provider_of(location: Location) -> str:
-    return str((location.get("spec") or {}).get("provider"))
+    return str(velero.spec(location).get("provider"))
 
 
 def _unavailable(location: Location, profile: VeleroProfile) -> str:
@@ -328,8 +323,8 @@ def _unavailable(location: Location, profile: VeleroProfile) -> str:
     location whose status.phase is not exactly Available is left alone)."""
     if not profile.requires_available_location:
         return ""
-    phase = (location.get("status") or {}).get("phase") or ""
-    if phase == "Available":
+    phase = velero.status(location).get("phase") or ""
+    if phase == velero.LOCATION_PHASE_AVAILABLE:
         return ""
     return (
         f"status.phase is {phase!r}, not Available: Velero {profile.name} skips it "

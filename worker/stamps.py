@@ -8,15 +8,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from typing import Any
 
-from worker import rewrite
-from worker.cluster import BACKUP_STORAGE_LOCATION, Cluster
+from worker import velero
+from worker.cluster import Cluster
 from worker.errors import ClusterError
+from worker.velero import BACKUP_STORAGE_LOCATION, COMPLETE_THROUGH_ANNOTATION, Obj
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 # Backups are stamped complete in batches of this many, in work order: a run killed at any
 # point leaves at most its unfinished batch and the work in flight (2 * concurrency) for
@@ -85,8 +83,7 @@ class Stamps:
 
 def complete_through(location: Obj) -> str:
     """The run id the location's Backups are complete through ("" when never stamped)."""
-    annotations = (location.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(rewrite.COMPLETE_THROUGH_ANNOTATION) or "")
+    return str(velero.annotations_of(location).get(COMPLETE_THROUGH_ANNOTATION) or "")
 
 
 def stamp_batches(cluster: Cluster, location: str, namespace: str, through: str) -> None:
@@ -109,7 +106,7 @@ def patch_last_synced(
     status part of that patch, and the /status subresource gets it instead."""
     status: Obj = {"status": {"lastSyncedTime": stamp}}
     patched = _stamp(cluster, name, namespace, complete_through, status)
-    if (patched.get("status") or {}).get("lastSyncedTime") != stamp:
+    if velero.status(patched).get("lastSyncedTime") != stamp:
         cluster.patch_merge(BACKUP_STORAGE_LOCATION, name, namespace, status, subresource="status")
 
 
@@ -140,8 +137,8 @@ def _stamp(cluster: Cluster, name: str, namespace: str, through: str | None, res
 
 def _stamp_metadata(current: Obj, through: str) -> Obj:
     """The stamp, guarded by the resourceVersion of the location it was checked against."""
-    version = (current.get("metadata") or {}).get("resourceVersion")
+    version = velero.metadata(current).get("resourceVersion")
     return {
-        "annotations": {rewrite.COMPLETE_THROUGH_ANNOTATION: through},
+        "annotations": {COMPLETE_THROUGH_ANNOTATION: through},
         **({"resourceVersion": version} if version else {}),
     }

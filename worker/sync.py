@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 from worker import rewrite
 from worker.backup_sync import BackupOutcome, BackupSyncer
@@ -35,12 +34,12 @@ from worker.shutdown import Shutdown
 from worker.stamps import Stamps, complete_through, patch_last_synced, stamp_batches
 from worker.storage.layout import BackupStore
 from worker.sync_options import SyncOptions
+from worker.velero import Obj
 
 __all__ = ["SyncOptions", "new_run_id", "sync_location"]
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 _RUN_SEQUENCE = itertools.count()
 

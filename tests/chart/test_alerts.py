@@ -39,10 +39,10 @@ from tests.conftest import in_ci
 from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
 from tests.unit.helpers import NS, bsl, cluster_backup, opener, settings
 from tests.unit.test_signals import Gateway
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
 from worker.errors import StoreError
 from worker.report import RunReport
 from worker.run import run
+from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION
 
 Obj = dict[str, Any]
 

@@ -497,7 +497,7 @@ def _always(_version: tuple[int, int, int]) -> bool:
     return True
 
 
-# The phases in which Velero writes velero-backup.json (worker/rewrite.py STORED_PHASES,
+# The phases in which Velero writes velero-backup.json (worker/velero.py STORED_PHASES,
 # spelled out here so the two cannot agree by accident).
 STORED_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed", *WAITING})
 

@@ -29,11 +29,11 @@ from harness.objectstores import ObjectStoreServer
 from tests.storage.conftest import FAST_RETRY
 from tests.unit.fakes import FakeCluster
 from tests.unit.helpers import NOW, NS, bsl, cluster_backup, settings
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION
 from worker.errors import ConfigError, ObjectTooLarge, StoreError
 from worker.report import Outcome
 from worker.run import open_location_store, run
 from worker.storage import ObjectStore, StoreSettings, open_store
+from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from harness.velero_docs import (
     stored_vscontent,
 )
 from harness.velero_docs import gzip_json as gz
-from worker.cluster import SECRET, Kind
 from worker.errors import (
     AlreadyExists,
     ClusterError,
@@ -36,6 +35,7 @@ from worker.errors import (
     ObjectTooLarge,
     StoreError,
 )
+from worker.velero import SECRET, Kind
 
 # gz and the stored_* builders: re-exported for the tests that still import them from here.
 __all__ = [

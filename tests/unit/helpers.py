@@ -11,16 +11,16 @@ from typing import Any
 
 from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
 from worker import cli
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, Kind
 from worker.errors import ClusterError
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.report import LocationReport, RunReport
-from worker.rewrite import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
 from worker.run import run
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
 from worker.storage.layout import BackupStore
 from worker.sync import SyncOptions, sync_location
+from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION, Kind
+from worker.velero import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
 
 Obj = dict[str, Any]
 

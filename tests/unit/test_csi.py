@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from harness.velero_docs import gzip_json, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import Env
-from worker.cluster import VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 from worker.errors import ClusterError, StoreError
 from worker.report import ItemFailure
+from worker.velero import VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 
 
 def csi_bucket(env: Env) -> None:

@@ -20,10 +20,10 @@ from tests.unit.helpers import (
     snapshot_content,
 )
 from worker import cli
-from worker.cluster import BACKUP, VOLUME_SNAPSHOT_CONTENT
 from worker.guard import DEFAULT_FLOOR, DEFAULT_SHARE, MassDeletionGuard
 from worker.report import EXIT_ITEMS_FAILED, EXIT_OK, LocationReport, RunReport
 from worker.sync import SyncOptions, sync_location
+from worker.velero import BACKUP, VOLUME_SNAPSHOT_CONTENT
 
 # -- the pure rule ----------------------------------------------------------------------------
 

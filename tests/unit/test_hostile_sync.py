@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.velero_docs import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import NS, Env
-from worker.cluster import POD_VOLUME_BACKUP, VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
+from worker.velero import POD_VOLUME_BACKUP, VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 
 
 def test_invalid_folder_names_are_never_read() -> None:

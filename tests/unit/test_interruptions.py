@@ -24,14 +24,6 @@ from tests.unit.fakes import FakeCluster
 from tests.unit.helpers import NOW, NS, Env, World, bsl, cluster_backup, settings
 from worker import cli
 from worker.cli import build_parser, settings_from
-from worker.cluster import (
-    BACKUP,
-    BACKUP_STORAGE_LOCATION,
-    POD_VOLUME_BACKUP,
-    VOLUME_SNAPSHOT_CLASS,
-    VOLUME_SNAPSHOT_CONTENT,
-    Kind,
-)
 from worker.errors import AlreadyExists, ClusterError, Interrupted
 from worker.pool import bounded_map
 from worker.report import (
@@ -41,12 +33,20 @@ from worker.report import (
     Outcome,
     RunReport,
 )
-from worker.rewrite import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
-from worker.rewrite import DEPENDENTS_PENDING_ANNOTATION as MARK
-from worker.rewrite import RUN_ANNOTATION as RUN
 from worker.shutdown import Shutdown
 from worker.stamps import STAMP_BATCH, Stamps
 from worker.sync import SyncOptions, sync_location
+from worker.velero import (
+    BACKUP,
+    BACKUP_STORAGE_LOCATION,
+    POD_VOLUME_BACKUP,
+    VOLUME_SNAPSHOT_CLASS,
+    VOLUME_SNAPSHOT_CONTENT,
+    Kind,
+)
+from worker.velero import COMPLETE_THROUGH_ANNOTATION as COMPLETE_THROUGH
+from worker.velero import DEPENDENTS_PENDING_ANNOTATION as MARK
+from worker.velero import RUN_ANNOTATION as RUN
 
 Obj = dict[str, Any]
 

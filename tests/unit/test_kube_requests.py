@@ -10,17 +10,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from worker.cluster import (
-    BACKUP,
-    BACKUP_STORAGE_LOCATION,
-    VOLUME_SNAPSHOT_CLASS,
-    ClientOptions,
-    KubeCluster,
-)
+from worker.cluster import ClientOptions, KubeCluster
 from worker.errors import AlreadyExists, ConfigError
 from worker.ratelimit import TokenBucket, choose_rate_limit
 from worker.retry import RetryPolicy
 from worker.stamps import patch_last_synced
+from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION, VOLUME_SNAPSHOT_CLASS
 
 Obj = dict[str, Any]
 

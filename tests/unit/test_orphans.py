@@ -15,12 +15,12 @@ from tests.unit.helpers import (
     snapshot_content,
     volume_snapshot,
 )
-from worker.cluster import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Kind
 from worker.cluster_backups import ClusterBackup
 from worker.errors import ClusterError, NotFound
 from worker.orphans import orphans_of
 from worker.profile import VeleroProfile
 from worker.report import ItemFailure
+from worker.velero import BACKUP, VOLUME_SNAPSHOT, VOLUME_SNAPSHOT_CONTENT, Kind
 
 Obj = dict[str, Any]
 

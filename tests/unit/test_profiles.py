@@ -10,7 +10,6 @@ import pytest
 
 from tests.unit.fakes import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import Env
-from worker.cluster import POD_VOLUME_BACKUP, VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 from worker.errors import ClusterError, ConfigError
 from worker.profile import (
     NEWEST,
@@ -20,6 +19,7 @@ from worker.profile import (
     parse_version,
     version_of_image,
 )
+from worker.velero import POD_VOLUME_BACKUP, VOLUME_SNAPSHOT_CLASS, VOLUME_SNAPSHOT_CONTENT
 
 Obj = dict[str, Any]
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.fakes import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import FUTURE, NOW, NS, PAST
-from worker import rewrite
+from worker import rewrite, velero
 from worker.rewrite import (
     backup_for_cluster,
     pod_volume_backup_for_cluster,
@@ -169,7 +169,7 @@ def test_the_run_mark_is_added_beside_the_backups_own_annotations() -> None:
     out = rewrite.with_run_mark(backup, "run-1/000000")
 
     assert backup == original, "input must not be mutated"
-    assert out["metadata"]["annotations"] == {"team": "web", rewrite.RUN_ANNOTATION: "run-1/000000"}
+    assert out["metadata"]["annotations"] == {"team": "web", velero.RUN_ANNOTATION: "run-1/000000"}
     assert {k: v for k, v in out.items() if k != "metadata"} == {
         k: v for k, v in original.items() if k != "metadata"
     }
@@ -180,11 +180,11 @@ def test_the_run_mark_replaces_annotations_that_are_not_a_map(annotations: objec
     backup = backup_for_cluster(stored_backup("b"), NS, "loc", NOW)
     backup["metadata"]["annotations"] = annotations
     out = rewrite.with_run_mark(backup, "r/~")
-    assert out["metadata"]["annotations"] == {rewrite.RUN_ANNOTATION: "r/~"}
+    assert out["metadata"]["annotations"] == {velero.RUN_ANNOTATION: "r/~"}
 
 
 def test_the_pending_mark_is_set_and_removed_by_one_merge_patch() -> None:
-    key = rewrite.DEPENDENTS_PENDING_ANNOTATION
+    key = velero.DEPENDENTS_PENDING_ANNOTATION
     assert rewrite.pending_mark_patch(True) == {"metadata": {"annotations": {key: "true"}}}
     # null in a merge patch deletes the key
     assert rewrite.pending_mark_patch(False) == {"metadata": {"annotations": {key: None}}}
@@ -224,7 +224,7 @@ def test_pvb_uid_label_not_added_when_absent() -> None:
         stored_pvb("p", "nightly", with_uid_label=False), "nightly", "new-uid", NS, "loc"
     )
     assert out["metadata"]["labels"] == {"velero.io/backup-name": "nightly"}
-    assert rewrite.BACKUP_UID_LABEL not in out["metadata"]["labels"]
+    assert velero.BACKUP_UID_LABEL not in out["metadata"]["labels"]
 
 
 def test_pvb_owner_refs_of_other_kinds_dropped() -> None:

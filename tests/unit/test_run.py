@@ -14,18 +14,18 @@ import pytest
 from harness.velero_docs import stored_pvb, stored_vscontent
 from tests.unit.fakes import MemoryStore
 from tests.unit.helpers import NOW, NOW_STAMP, NS, PAST, World, bsl, cluster_backup
-from worker.cluster import (
+from worker.errors import ClusterError, ConfigError, StoreError
+from worker.locations import Shard
+from worker.report import SKIPPED_NAMES, Outcome
+from worker.run import open_location_store
+from worker.settings import Settings
+from worker.velero import (
     BACKUP,
     DEPLOYMENT,
     POD_VOLUME_BACKUP,
     VOLUME_SNAPSHOT,
     VOLUME_SNAPSHOT_CONTENT,
 )
-from worker.errors import ClusterError, ConfigError, StoreError
-from worker.locations import Shard
-from worker.report import SKIPPED_NAMES, Outcome
-from worker.run import open_location_store
-from worker.settings import Settings
 
 Obj = dict[str, Any]
 

@@ -16,13 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.unit.fakes import Bucket, FakeCluster, MemoryStore, stored_backup
 from tests.unit.helpers import NOW, NS, bsl, cluster_backup, opener, settings
 from worker import rewrite
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, PlanningCluster
+from worker.cluster import PlanningCluster
 from worker.errors import ClusterError, StoreError
 from worker.events import NOTE_MAX_BYTES, EventSpec, event_body, location_events
 from worker.locations import Shard
 from worker.metrics import push_metrics
 from worker.report import ItemFailure, LocationReport, Outcome, RunReport
 from worker.run import run
+from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION
 
 Obj = dict[str, Any]
 

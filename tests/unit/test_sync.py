@@ -25,7 +25,6 @@ from tests.unit.helpers import (
     cluster_backup,
     fail_first_backup_list,
 )
-from worker.cluster import BACKUP, BACKUP_STORAGE_LOCATION, POD_VOLUME_BACKUP, SCHEDULE, Kind
 from worker.errors import AlreadyExists, ClusterError, StoreError
 from worker.logs import TextFormatter
 from worker.pool import bounded_map
@@ -38,6 +37,7 @@ from worker.report import (
 )
 from worker.storage.layout import BackupStore
 from worker.sync import SyncOptions, sync_location
+from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION, POD_VOLUME_BACKUP, SCHEDULE, Kind
 
 Obj = dict[str, Any]
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from worker import velero
 from worker.errors import ConfigError
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
 from worker.retry import DEFAULT_POLICY, RetryPolicy
@@ -72,7 +73,7 @@ class ObjectStore(Protocol):
 
 def normalize_provider(name: str) -> str:
     """``aws`` and ``velero.io/aws`` are the same provider (Velero's sanitizeName)."""
-    short = name.removeprefix("velero.io/")
+    short = name.removeprefix(velero.PROVIDER_PREFIX)
     if short not in PROVIDERS:
         known = ", ".join(sorted(PROVIDERS))
         raise ConfigError(f"unsupported provider {name!r}; supported: {known}")

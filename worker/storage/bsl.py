@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker import velero
 from worker.errors import ConfigError
 from worker.profile import VeleroProfile
 from worker.retry import RetryPolicy
@@ -55,7 +56,7 @@ def store_settings(
 
     ``read_secret`` reads the Velero namespace, which is also the location's; files the
     location's Secrets hold are written under ``workdir``."""
-    spec = location.get("spec") or {}
+    spec = velero.spec(location)
     provider = spec.get("provider")
     if not provider:
         raise ConfigError("spec.provider is empty")
@@ -194,7 +195,7 @@ def _ca_cert_from_secret(ref: Any, read_secret: ReadSecret) -> bytes:
 
 
 def _name_of(location: Mapping[str, Any]) -> str:
-    return str((location.get("metadata") or {}).get("name") or "")
+    return str(velero.metadata(location).get("name") or "")
 
 
 def open_backup_store(settings: StoreSettings, prefix: str) -> tuple[BackupStore, ObjectStore]:

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from worker.errors import ItemError
-
-Obj = dict[str, Any]
+from worker.velero import Obj
 
 MiB = 1024 * 1024
 MAX_DECOMPRESSED_BYTES = 128 * MiB  # a gzip'd list decompressed (gzip bombs stop here)

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 from worker.errors import ItemError
 from worker.storage import ObjectStore
-from worker.storage.decode import MiB, Obj, StreamedList, gzipped_json_list, json_object
+from worker.storage.decode import MiB, StreamedList, gzipped_json_list, json_object
+from worker.velero import BACKUP, VELERO_API_VERSION, Obj
 
 # StreamedList is what the list reads may return, so it belongs to this module's interface.
 __all__ = [
-    "BACKUP_API_VERSION",
     "MAX_GZIP_BYTES",
     "MAX_METADATA_BYTES",
     "BackupStore",
@@ -27,8 +27,6 @@ __all__ = [
 
 MAX_METADATA_BYTES = 8 * MiB  # velero-backup.json; real ones are a few KiB
 MAX_GZIP_BYTES = 32 * MiB  # a compressed list as stored
-
-BACKUP_API_VERSION = "velero.io/v1"
 
 
 def go_path_clean(path: str) -> str:
@@ -112,9 +110,9 @@ class BackupStore:
             return None
         backup = json_object(data, key)
         kind, api_version = backup.get("kind"), backup.get("apiVersion")
-        if kind != "Backup" or api_version != BACKUP_API_VERSION:
+        if kind != BACKUP.kind or api_version != VELERO_API_VERSION:
             raise ItemError(
-                f"{key}: expected apiVersion {BACKUP_API_VERSION} kind Backup, "
+                f"{key}: expected apiVersion {VELERO_API_VERSION} kind {BACKUP.kind}, "
                 f"got apiVersion {api_version!r} kind {kind!r}"
             )
         if not isinstance(backup.get("metadata"), dict):
