@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
@@ -106,56 +107,52 @@ def run_registry(report: RunReport, now: float) -> CollectorRegistry:
     return registry
 
 
-def push_run_start(
-    url: str,
-    report: RunReport,
-    now: float,
-    timeout: float,
-    push: Push = pushadd_to_gateway,
-) -> bool:
-    """Push the start of the run into its group, beside the last run's end; never raises.
-    True when it went."""
-    registry = CollectorRegistry()
-    Gauge(
-        "backup_sync_last_run_start_timestamp_seconds",
-        "When the last run started (Unix time); newer than backup_sync_last_run_timestamp_seconds "
-        "while a run is going, or when it never finished.",
-        registry=registry,
-    ).set(now)
-    return _push(url, [(run_group(report.namespace, report.shard), registry)], timeout, push)
+@dataclass(frozen=True, slots=True)
+class Pushgateway:
+    """Where a run pushes its metrics (--pushgateway-url), with POST (``pushadd``), each
+    push within ``timeout``. A push never raises: a failure is logged, and False."""
 
+    url: str
+    timeout: float
+    push: Push = pushadd_to_gateway
 
-def push_metrics(
-    url: str,
-    report: RunReport,
-    now: float,
-    timeout: float,
-    push: Push = pushadd_to_gateway,
-) -> bool:
-    """Push the run's and each location's gauges; never raises. True when all went."""
-    groups: list[tuple[dict[str, str], CollectorRegistry]] = [
-        ({"namespace": report.namespace, "location": loc.name}, location_registry(loc, now))
-        for loc in report.locations
-        if loc.ran or loc.outcome in (Outcome.CONFIG_ERROR, Outcome.DISABLED)
-    ]
-    groups.append((run_group(report.namespace, report.shard), run_registry(report, now)))
-    return _push(url, groups, timeout, push)
+    def run_started(self, report: RunReport, now: float) -> bool:
+        """The start of the run, into its group beside the last run's end."""
+        registry = CollectorRegistry()
+        Gauge(
+            "backup_sync_last_run_start_timestamp_seconds",
+            "When the last run started (Unix time); newer than "
+            "backup_sync_last_run_timestamp_seconds while a run is going, or when it never "
+            "finished.",
+            registry=registry,
+        ).set(now)
+        return self._push([(run_group(report.namespace, report.shard), registry)])
 
+    def run_ended(self, report: RunReport, now: float) -> bool:
+        """The run's gauges and each location's; True when all went."""
+        groups: list[tuple[dict[str, str], CollectorRegistry]] = [
+            ({"namespace": report.namespace, "location": loc.name}, location_registry(loc, now))
+            for loc in report.locations
+            if loc.ran or loc.outcome in (Outcome.CONFIG_ERROR, Outcome.DISABLED)
+        ]
+        groups.append((run_group(report.namespace, report.shard), run_registry(report, now)))
+        return self._push(groups)
 
-def _push(
-    url: str,
-    groups: list[tuple[dict[str, str], CollectorRegistry]],
-    timeout: float,
-    push: Push,
-) -> bool:
-    ok = True
-    for grouping_key, registry in groups:
-        try:
-            push(url, job=JOB, registry=registry, grouping_key=grouping_key, timeout=timeout)
-        except Exception as exc:  # metrics are never worth failing the run for
-            ok = False
-            log.warning(
-                "cannot push metrics to the Pushgateway",
-                extra={**grouping_key, "error": str(exc)},
-            )
-    return ok
+    def _push(self, groups: list[tuple[dict[str, str], CollectorRegistry]]) -> bool:
+        ok = True
+        for grouping_key, registry in groups:
+            try:
+                self.push(
+                    self.url,
+                    job=JOB,
+                    registry=registry,
+                    grouping_key=grouping_key,
+                    timeout=self.timeout,
+                )
+            except Exception as exc:  # metrics are never worth failing the run for
+                ok = False
+                log.warning(
+                    "cannot push metrics to the Pushgateway",
+                    extra={**grouping_key, "error": str(exc)},
+                )
+        return ok

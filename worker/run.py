@@ -29,7 +29,7 @@ from worker.locations import (
     order_default_first,
     selected,
 )
-from worker.metrics import push_metrics, push_run_start
+from worker.metrics import Pushgateway
 from worker.profile import AUTO, VeleroProfile, detect, explicit
 from worker.progress import Progress, ProgressFactory
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
@@ -129,9 +129,10 @@ class Run:
         if report is None:
             report = RunReport(namespace=settings.namespace, dry_run=settings.dry_run)
         report.shard = settings.shard  # before the start push: the run's metrics group names it
-        pushgateway = None if settings.dry_run else settings.pushgateway_url
-        if pushgateway:
-            push_run_start(pushgateway, report, self.now().timestamp(), settings.request_timeout)
+        url = None if settings.dry_run else settings.pushgateway_url
+        gateway = Pushgateway(url, settings.request_timeout) if url else None
+        if gateway:
+            gateway.run_started(report, self.now().timestamp())
         try:
             with self._connected() as cluster:
                 if isinstance(cluster, KubeCluster) and cluster.rate_limit is not None:
@@ -144,8 +145,8 @@ class Run:
             report.error, report.error_exit_code = str(exc), EXIT_LOCATION_FAILED
         finally:
             report.seconds = time.monotonic() - started
-        if pushgateway:
-            push_metrics(pushgateway, report, self.now().timestamp(), settings.request_timeout)
+        if gateway:
+            gateway.run_ended(report, self.now().timestamp())
         return report
 
     def explain(self, name: str) -> Explanation:

@@ -20,7 +20,7 @@ from worker.cluster import PlanningCluster
 from worker.errors import ClusterError, StoreError
 from worker.events import NOTE_MAX_BYTES, EventSpec, event_body, location_events
 from worker.locations import Shard
-from worker.metrics import push_metrics
+from worker.metrics import Pushgateway
 from worker.report import ItemFailure, LocationReport, Outcome, RunReport
 from worker.run import run
 from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION
@@ -296,13 +296,13 @@ def test_push_failures_never_fail_the_run(
 
 def test_unreachable_gateway_is_logged() -> None:
     report = RunReport(namespace=NS)
-    assert push_metrics("http://127.0.0.1:9", report, 0.0, timeout=2) is False
+    assert Pushgateway("http://127.0.0.1:9", timeout=2).run_ended(report, 0.0) is False
 
 
 def test_location_name_with_a_slash_survives_the_grouping_key(gateway: Gateway) -> None:
     report = RunReport(namespace=NS)
     report.locations.append(LocationReport(name="a/b", created=3))
-    assert push_metrics(gateway.url, report, 1.0, timeout=5) is True
+    assert Pushgateway(gateway.url, timeout=5).run_ended(report, 1.0) is True
     paths = [p[1] for p in gateway.pushes]
     assert f"/metrics/job/backup-sync/location@base64/YS9i/namespace/{NS}" in paths
 
