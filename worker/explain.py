@@ -21,12 +21,11 @@ from worker.locations import due_check, name_of, order_default_first, selected
 from worker.orphans import orphan_plan
 from worker.profile import VeleroProfile
 from worker.settings import Settings
-from worker.storage import ObjectStore
 from worker.storage.layout import MAX_METADATA_BYTES, BackupStore
 from worker.velero import BACKUP, SCHEDULE, Obj, phase_of
 
 # (location) -> the opened store and what to close; raises ConfigError, LocationError
-OpenStore = Callable[[Obj], tuple[BackupStore, ObjectStore]]
+OpenStore = Callable[[Obj], BackupStore]
 
 EXIT_NOT_FOUND = 4
 
@@ -105,7 +104,7 @@ class Explainer:
         finding = Finding(name_of(location))
         state = self._location_state(location, finding)
         try:
-            store, closer = self.open_store(location)
+            store = self.open_store(location)
         except (ConfigError, LocationError, ClusterError) as exc:
             finding.verdict = f"cannot tell: the location's store cannot be opened: {exc}"
             return finding
@@ -115,7 +114,7 @@ class Explainer:
             finding.verdict = f"cannot tell: the store cannot be read: {exc}"
             return finding
         finally:
-            closer.close()
+            store.close()
         finding.found = in_store is not None or _ours(backup, location)
         if backup is not None:
             finding.note(

@@ -35,7 +35,6 @@ from worker.progress import Progress, ProgressFactory
 from worker.report import EXIT_CONFIG, EXIT_LOCATION_FAILED, LocationReport, Outcome, RunReport
 from worker.settings import Settings
 from worker.shutdown import NEVER, Shutdown
-from worker.storage import ObjectStore
 from worker.storage.bsl import StoreOptions, open_backup_store, store_settings
 from worker.storage.credentials import ReadSecret, secret_reader
 from worker.storage.layout import BackupStore
@@ -50,7 +49,7 @@ Warn = Callable[[str], None]
 #   -> (Velero-layout store, the store to close)
 StoreOpener = Callable[
     [dict[str, Any], ReadSecret, Path, Settings, VeleroProfile, Warn],
-    tuple[BackupStore, ObjectStore],
+    BackupStore,
 ]
 
 
@@ -61,7 +60,7 @@ def open_location_store(
     settings: Settings,
     profile: VeleroProfile,
     warn: Warn,
-) -> tuple[BackupStore, ObjectStore]:
+) -> BackupStore:
     """The real opener: the provider registry. Raises ConfigError, StoreError."""
     options = StoreOptions(
         timeout=settings.request_timeout,
@@ -264,7 +263,7 @@ class _Pass:
         started = time.monotonic()
         ctx = {"location": report.name}
         try:
-            backup_store, store = self.run.open_store(
+            backup_store = self.run.open_store(
                 location, self.read_secret, self.workdir, self.settings, self.profile, report.warn
             )
         except ConfigError as exc:
@@ -285,7 +284,7 @@ class _Pass:
             log.error("location failed", extra={**ctx, "error": str(exc)})
             report.set_outcome(Outcome.FAILED, f"cluster: {exc}")
         finally:
-            store.close()
+            backup_store.close()
             if isinstance(target, PlanningCluster):
                 report.plan = target.actions
             report.seconds = time.monotonic() - started

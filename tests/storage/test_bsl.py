@@ -16,8 +16,8 @@ from harness.objectstores import MOTO_ACCESS_KEY, Azurite, MotoS3, TestCA
 from tests.storage.conftest import FAST_RETRY
 from worker.errors import ConfigError, StoreError
 from worker.profile import DEFAULT_PROFILE, VeleroProfile
-from worker.storage import ObjectStore
-from worker.storage.bsl import StoreOptions, open_backup_store, store_settings
+from worker.storage import ObjectStore, open_store
+from worker.storage.bsl import StoreOptions, store_settings
 
 Server = MotoS3 | Azurite
 CREDENTIALS = ("cloud-credentials", "cloud")
@@ -64,8 +64,8 @@ class Opened:
             credentials_dir=credentials_dir,
             warn=self.warnings.append,
         )
-        settings, prefix = store_settings(loc, self.read_secret, self.workdir, options)
-        _, store = open_backup_store(settings, prefix)
+        settings, _prefix = store_settings(loc, self.read_secret, self.workdir, options)
+        store = open_store(settings)
         self.stores.append(store)
         return store
 

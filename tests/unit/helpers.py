@@ -183,11 +183,11 @@ def opener(stores: dict[str, tuple[MemoryStore, str]]) -> Any:
 
     def open_store(
         location: Obj, read_secret: Any, workdir: Path, settings: Settings, *_more: Any
-    ) -> tuple[BackupStore, MemoryStore]:
+    ) -> BackupStore:
         name = location["metadata"]["name"]
         opened.append(name)
         memstore, prefix = stores[name]
-        return BackupStore(memstore, prefix), memstore
+        return BackupStore(memstore, prefix)
 
     open_store.opened = opened  # type: ignore[attr-defined]
     return open_store

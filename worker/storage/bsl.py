@@ -18,7 +18,6 @@ from worker.errors import ConfigError
 from worker.profile import VeleroProfile
 from worker.retry import RetryPolicy
 from worker.storage import (
-    ObjectStore,
     StoreSettings,
     normalize_provider,
     open_store,
@@ -198,7 +197,6 @@ def _name_of(location: Mapping[str, Any]) -> str:
     return str(velero.metadata(location).get("name") or "")
 
 
-def open_backup_store(settings: StoreSettings, prefix: str) -> tuple[BackupStore, ObjectStore]:
+def open_backup_store(settings: StoreSettings, prefix: str) -> BackupStore:
     """Open the provider and wrap it in the Velero layout. Raises ConfigError, StoreError."""
-    store = open_store(settings)
-    return BackupStore(store, prefix), store
+    return BackupStore(open_store(settings), prefix)

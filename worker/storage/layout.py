@@ -76,6 +76,10 @@ class BackupStore:
     def backups_dir(self) -> str:
         return self._backups_dir
 
+    def close(self) -> None:
+        """Close the store underneath (its connection pool)."""
+        self._store.close()
+
     def metadata_key(self, name: str) -> str:
         return go_path_join(self._backups_dir, name, "velero-backup.json")
 
