@@ -36,9 +36,9 @@ from tests.chart.chart import (
     resolve_promtool,
 )
 from tests.conftest import in_ci
+from tests.pushgateway import Gateway
 from tests.unit.fakes import Bucket, FakeCluster, MemoryStore
 from tests.unit.helpers import NS, bsl, cluster_backup, opener, settings
-from tests.unit.test_signals import Gateway
 from worker.errors import StoreError
 from worker.report import RunReport
 from worker.run import run

@@ -22,11 +22,7 @@ from harness.velero_docs import (
     backup_files,
     backup_key,
     stored_backup,
-    stored_pvb,
-    stored_vsclass,
-    stored_vscontent,
 )
-from harness.velero_docs import gzip_json as gz
 from worker.errors import (
     AlreadyExists,
     ClusterError,
@@ -36,19 +32,6 @@ from worker.errors import (
     StoreError,
 )
 from worker.velero import SECRET, Kind
-
-# gz and the stored_* builders: re-exported for the tests that still import them from here.
-__all__ = [
-    "Bucket",
-    "FakeCluster",
-    "MemoryStore",
-    "gz",
-    "merge_patch",
-    "stored_backup",
-    "stored_pvb",
-    "stored_vsclass",
-    "stored_vscontent",
-]
 
 Obj = dict[str, Any]
 Hook = Callable[..., object]  # called with a port call's arguments, kind first

@@ -2,60 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.unit.helpers import Recorder, parsed
 from worker import cli
 from worker.report import LocationReport, Outcome, RunReport
-from worker.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Recorder:
-    """Stands in for worker.cli.sync_run and the logging setup; never touches a cluster."""
-
-    def __init__(self, report: RunReport | None = None) -> None:
-        self.settings: list[Settings] = []
-        self.logging: list[tuple[str, str]] = []
-        self.report = report or RunReport(namespace="velero")
-
-    def run(
-        self, settings: Settings, *, report: RunReport | None = None, **_wiring: Any
-    ) -> RunReport:
-        """Fills the report the CLI passes in (its summary comes from that one)."""
-        self.settings.append(settings)
-        self.report.namespace = settings.namespace
-        if report is not None:
-            for f in dataclasses.fields(RunReport):
-                setattr(report, f.name, getattr(self.report, f.name))
-        return self.report
-
-    def configure(self, level: str, fmt: str, stream: object = None) -> None:
-        self.logging.append((level, fmt))
-
-
-@pytest.fixture
-def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr(cli, "sync_run", recorder.run)
-    monkeypatch.setattr(cli, "configure_logging", recorder.configure)
-    monkeypatch.setattr(cli, "pod_namespace", lambda: None)
-    monkeypatch.delenv("VELERO_NAMESPACE", raising=False)
-    return recorder
-
-
-def parsed(rec: Recorder, *argv: str) -> Settings:
-    assert cli.main(list(argv)) == 0
-    assert len(rec.settings) == 1
-    return rec.settings[0]
 
 
 # -- defaults -----------------------------------------------------------------------------------

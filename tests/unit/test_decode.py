@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from tests.unit.fakes import gz, stored_pvb
+from harness.velero_docs import gzip_json, stored_pvb
 from tests.unit.test_layout import valid_pvb_gz
 from worker.errors import ItemError
 from worker.storage import decode
@@ -73,15 +73,18 @@ def test_multi_member_gzip_is_read_whole() -> None:
         (valid_pvb_gz()[:-12], "truncated gzip"),
         (valid_pvb_gz()[:5], "truncated gzip"),
         (valid_pvb_gz() + b"junk-after-member", "not valid gzip"),
-        (gz({"items": []}), "expected a JSON list, got dict"),
-        (gz("text"), "expected a JSON list, got str"),
-        (gz(42), "expected a JSON list, got int"),
+        (gzip_json({"items": []}), "expected a JSON list, got dict"),
+        (gzip_json("text"), "expected a JSON list, got str"),
+        (gzip_json(42), "expected a JSON list, got int"),
         (gzip.compress(b"[{"), "not valid JSON"),
         (gzip.compress(b"\xff\xfe"), "not valid JSON"),
         (gzip.compress(b""), "not valid JSON"),
-        (gz([1]), "item 0 is not an object with metadata"),
-        (gz([{"metadata": {"name": "a"}}, {"kind": "X"}]), "item 1 is not an object with metadata"),
-        (gz([{"metadata": "a"}]), "item 0 is not an object with metadata"),
+        (gzip_json([1]), "item 0 is not an object with metadata"),
+        (
+            gzip_json([{"metadata": {"name": "a"}}, {"kind": "X"}]),
+            "item 1 is not an object with metadata",
+        ),
+        (gzip_json([{"metadata": "a"}]), "item 0 is not an object with metadata"),
     ],
 )
 def test_corrupt_lists_are_item_errors_naming_the_key(data: bytes, match: str) -> None:

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from tests.unit.fakes import Bucket, MemoryStore, gz, stored_backup, stored_pvb
+from harness.velero_docs import gzip_json, stored_backup, stored_pvb
+from tests.unit.fakes import Bucket, MemoryStore
 from worker.errors import ItemError
 from worker.storage import decode
 from worker.storage.layout import BackupStore
@@ -36,7 +37,7 @@ def test_deeply_nested_list_is_an_item_error() -> None:
 def test_dense_containers_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode, "MAX_JSON_CONTAINERS", 1000)
     bucket, bs = make()
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz([{}] * 1001))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json([{}] * 1001))
     parsed: list[object] = []
     real = decode.json.JSONDecoder
 
@@ -72,8 +73,8 @@ def test_too_many_items(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode, "MAX_LIST_ITEMS", 3)
     bucket, bs = make()
     pvbs = [stored_pvb(f"p{i}", "b1") for i in range(4)]
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(pvbs))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json(pvbs))
     with pytest.raises(ItemError, match="more than 3 items"):
         bs.pod_volume_backups("b1")
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(pvbs[:3]))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json(pvbs[:3]))
     assert len(bs.pod_volume_backups("b1")) == 3

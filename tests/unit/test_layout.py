@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.unit.fakes import Bucket, MemoryStore, gz, stored_backup, stored_pvb
+from harness.velero_docs import gzip_json, stored_backup, stored_pvb
+from tests.unit.fakes import Bucket, MemoryStore
 from worker.errors import ItemError, ObjectTooLarge
 from worker.storage import layout
 from worker.storage.layout import BackupStore
@@ -193,7 +194,7 @@ def test_absent_list_is_empty() -> None:
 
 
 def valid_pvb_gz() -> bytes:
-    return gz([stored_pvb("a", "b1")])
+    return gzip_json([stored_pvb("a", "b1")])
 
 
 def test_compressed_object_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,7 +213,7 @@ def test_compressed_object_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
         ("b1-podvolumebackups.json.gz", valid_pvb_gz()[:-12], BackupStore.pod_volume_backups),
         (
             "b1-csi-volumesnapshotcontents.json.gz",
-            gz({"items": []}),
+            gzip_json({"items": []}),
             BackupStore.csi_volume_snapshot_contents,
         ),
     ],

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
+from harness.velero_docs import stored_backup, stored_pvb, stored_vsclass, stored_vscontent
 from tests.unit.helpers import Env
 from worker.errors import ClusterError, ConfigError
 from worker.profile import (

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.fakes import Bucket, FakeCluster, MemoryStore, stored_backup
-from tests.unit.helpers import NOW, NS, bsl, cluster_backup, opener, settings
+from harness.velero_docs import stored_backup
+from tests.pushgateway import Gateway
+from tests.unit.fakes import FakeCluster, MemoryStore
+from tests.unit.helpers import NOW, NS, World, bsl, cluster_backup, opener, settings
 from worker import rewrite
 from worker.cluster import PlanningCluster
 from worker.errors import ClusterError, StoreError
@@ -28,41 +27,23 @@ from worker.velero import BACKUP, BACKUP_STORAGE_LOCATION
 Obj = dict[str, Any]
 
 
-class World:
-    """Two locations: ``main`` (default) and ``other``, each with a MemoryStore."""
-
-    def __init__(self) -> None:
-        self.cluster = FakeCluster()
-        self.stores: dict[str, tuple[MemoryStore, str]] = {}
-        for loc in (bsl("main", default=True), bsl("other")):
-            self.cluster.add(BACKUP_STORAGE_LOCATION, loc)
-            self.stores[loc["metadata"]["name"]] = (MemoryStore(), "")
-
-    def bucket(self, name: str) -> Bucket:
-        return Bucket(self.stores[name][0])
-
-    def run(self, **overrides: Any) -> RunReport:
-        return run(settings(**overrides), self.cluster, opener(self.stores), now=lambda: NOW)
-
-    def events(self, location: str) -> list[Obj]:
-        return [e for e in self.cluster.events if e["regarding"]["name"] == location]
-
-    def reasons(self, location: str) -> list[str]:
-        return [e["reason"] for e in self.events(location)]
+def two_locations() -> World:
+    """``main`` (the default) and ``other``."""
+    return World(bsl("main", default=True), bsl("other"))
 
 
 # -- which events -----------------------------------------------------------------------------
 
 
 def test_quiet_run_records_nothing() -> None:
-    world = World()
+    world = two_locations()
     report = world.run()
     assert report.exit_code == 0
     assert world.cluster.events == []
 
 
 def test_the_story_of_a_run_on_the_location() -> None:
-    world = World()
+    world = two_locations()
     world.bucket("main").put_backup("b1")
     world.bucket("main").put_raw("broken", "velero-backup.json", b"{not json")
     world.cluster.add(BACKUP, cluster_backup("gone", "main"))
@@ -92,7 +73,7 @@ def test_the_story_of_a_run_on_the_location() -> None:
 
 
 def test_failed_location_event() -> None:
-    world = World()
+    world = two_locations()
     world.stores["main"][0].fail_list = StoreError("list s3://bucket/backups/: AccessDenied")
     report = world.run()
     assert report.exit_code == 1
@@ -102,7 +83,7 @@ def test_failed_location_event() -> None:
 
 
 def test_invalid_configuration_event() -> None:
-    world = World()
+    world = two_locations()
     world.cluster.objects[("backupstoragelocations", NS, "other")]["spec"]["backupSyncPeriod"] = (
         "soon"
     )
@@ -113,7 +94,7 @@ def test_invalid_configuration_event() -> None:
 
 
 def test_not_due_location_records_nothing() -> None:
-    world = World()
+    world = two_locations()
     loc = world.cluster.objects[("backupstoragelocations", NS, "other")]
     loc["status"] = {"lastSyncedTime": "2026-03-01T11:59:59Z"}
     world.run()
@@ -126,7 +107,7 @@ def test_not_due_location_records_nothing() -> None:
 def test_event_failures_never_fail_the_run(
     error: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world = World()
+    world = two_locations()
     world.bucket("main").put_backup("b1")
     world.cluster.fail_on[("create", "events")] = error  # type: ignore[assignment]
 
@@ -139,7 +120,7 @@ def test_event_failures_never_fail_the_run(
 
 
 def test_dry_run_records_no_events() -> None:
-    world = World()
+    world = two_locations()
     world.bucket("main").put_backup("b1")
     report = world.run(dry_run=True)
     assert world.cluster.events == []
@@ -186,70 +167,14 @@ def test_outcomes_map_to_events() -> None:
 # -- metrics ------------------------------------------------------------------------------------
 
 
-class Gateway:
-    """A stand-in Pushgateway: records each push, answers ``status``."""
-
-    def __init__(self) -> None:
-        self.pushes: list[tuple[str, str, str, str]] = []  # method, path, content type, body
-        self.status = 200
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode()
-                gateway.pushes.append(
-                    (self.command, self.path, self.headers.get("Content-Type", ""), body)
-                )
-                self.send_response(gateway.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_PUT = _record
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def pushes_to(self, path_suffix: str) -> list[dict[str, float]]:
-        """The samples of each push whose path ends with ``path_suffix``, in order."""
-        found = []
-        for method, path, content_type, body in self.pushes:
-            if path.endswith(path_suffix):
-                assert method == "POST"  # pushadd: other groups and metrics survive
-                assert content_type.startswith("text/plain; version=0.0.4")
-                found.append(
-                    {
-                        sample.name: sample.value
-                        for family in text_string_to_metric_families(body)
-                        for sample in family.samples
-                    }
-                )
-        assert found, f"no push to …{path_suffix}: {[p[1] for p in self.pushes]}"
-        return found
-
-    def group(self, path_suffix: str) -> dict[str, float]:
-        """The samples of the last push whose path ends with ``path_suffix``."""
-        return self.pushes_to(path_suffix)[-1]
-
-
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
-    gw = Gateway()
-    yield gw
-    gw.close()
+    with Gateway() as gw:
+        yield gw
 
 
 def test_metrics_pushed_per_location_and_per_run(gateway: Gateway) -> None:
-    world = World()
+    world = two_locations()
     world.bucket("main").put_backup("b1")
     world.bucket("main").put_backup("b2")
     world.bucket("main").put_backup(stored_backup("bad", phase="New"))
@@ -277,8 +202,8 @@ def test_metrics_pushed_per_location_and_per_run(gateway: Gateway) -> None:
 
 
 def test_no_push_without_url_or_in_dry_run(gateway: Gateway) -> None:
-    World().run()
-    World().run(dry_run=True, pushgateway_url=gateway.url)
+    two_locations().run()
+    two_locations().run(dry_run=True, pushgateway_url=gateway.url)
     assert gateway.pushes == []
 
 
@@ -286,7 +211,7 @@ def test_push_failures_never_fail_the_run(
     gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway.status = 500
-    world = World()
+    world = two_locations()
     world.bucket("main").put_backup("b1")
     with caplog.at_level(logging.WARNING):
         report = world.run(pushgateway_url=gateway.url)
@@ -310,7 +235,7 @@ def test_location_name_with_a_slash_survives_the_grouping_key(gateway: Gateway) 
 def test_run_start_pushed_first_and_apart_from_the_end(gateway: Gateway) -> None:
     """The start alone, before anything else, and the end without it: with POST semantics
     neither push erases the other, so a start newer than the end is an unfinished run."""
-    world = World()
+    world = two_locations()
     clock = [NOW]
     open_store = opener(world.stores)
 
@@ -336,7 +261,7 @@ def test_a_run_that_dies_leaves_only_its_start(gateway: Gateway) -> None:
     def die(*_args: Any) -> Any:
         raise Killed
 
-    world = World()
+    world = two_locations()
     with pytest.raises(Killed):
         run(settings(pushgateway_url=gateway.url), world.cluster, die, now=lambda: NOW)
     [(_, path, _, body)] = gateway.pushes
@@ -345,7 +270,7 @@ def test_a_run_that_dies_leaves_only_its_start(gateway: Gateway) -> None:
 
 
 def test_each_location_pushes_its_effective_period(gateway: Gateway) -> None:
-    world = World()
+    world = two_locations()
     locations = world.cluster.of(BACKUP_STORAGE_LOCATION, NS)
     locations["main"]["spec"]["backupSyncPeriod"] = "1h30m"
     locations["other"]["spec"]["backupSyncPeriod"] = "-1s"  # negative: the default
@@ -368,7 +293,7 @@ def test_each_location_pushes_its_effective_period(gateway: Gateway) -> None:
 
 
 def test_not_due_location_pushes_nothing(gateway: Gateway) -> None:
-    world = World()
+    world = two_locations()
     loc = world.cluster.objects[("backupstoragelocations", NS, "other")]
     loc["status"] = {"lastSyncedTime": "2026-03-01T11:59:59Z"}
     world.run(pushgateway_url=gateway.url)
@@ -381,7 +306,7 @@ def test_a_shard_is_a_run_group_of_its_own_even_when_the_run_fails_early(
     """Pods of an Indexed Job run side by side: one shared group would let one pod's end
     hide another's missing one. A run that cannot even list its locations ends in the group
     it started in."""
-    world = World()
+    world = two_locations()
     world.cluster.fail_on[("list", "backupstoragelocations")] = ClusterError("refused")
     report = world.run(pushgateway_url=gateway.url, shard=Shard(2, 4))
     assert report.exit_code == 1

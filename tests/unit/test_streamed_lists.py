@@ -9,7 +9,8 @@ import tracemalloc
 
 import pytest
 
-from tests.unit.fakes import Bucket, MemoryStore, gz, stored_pvb
+from harness.velero_docs import gzip_json, stored_pvb
+from tests.unit.fakes import Bucket, MemoryStore
 from tests.unit.test_layout import valid_pvb_gz
 from worker.errors import ItemError
 from worker.storage import decode
@@ -30,7 +31,7 @@ def make() -> tuple[Bucket, BackupStore]:
 def test_large_list_is_streamed_and_reiterable(streamed: None) -> None:
     bucket, bs = make()
     pvbs = [stored_pvb(f"p{i}", "b1") for i in range(50)]
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(pvbs))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json(pvbs))
     got = bs.pod_volume_backups("b1")
     assert isinstance(got, StreamedList)
     assert list(got) == pvbs
@@ -39,7 +40,7 @@ def test_large_list_is_streamed_and_reiterable(streamed: None) -> None:
 
 def test_small_list_is_a_plain_list() -> None:
     bucket, bs = make()
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz([stored_pvb("p", "b1")]))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json([stored_pvb("p", "b1")]))
     assert isinstance(bs.pod_volume_backups("b1"), list)
 
 
@@ -74,18 +75,21 @@ CORRUPT = [
     (b"this is not gzip at all", "not valid gzip"),
     (valid_pvb_gz()[:-12], "truncated gzip"),
     (valid_pvb_gz() + b"junk-after-member", "not valid gzip"),
-    (gz({"items": []}), "expected a JSON list, got dict"),
-    (gz("text"), "expected a JSON list, got str"),
-    (gz(42), "expected a JSON list, got int"),
-    (gz(4.5), "expected a JSON list, got float"),
-    (gz(True), "expected a JSON list, got bool"),
+    (gzip_json({"items": []}), "expected a JSON list, got dict"),
+    (gzip_json("text"), "expected a JSON list, got str"),
+    (gzip_json(42), "expected a JSON list, got int"),
+    (gzip_json(4.5), "expected a JSON list, got float"),
+    (gzip_json(True), "expected a JSON list, got bool"),
     (gzip.compress(b"[{"), "not valid JSON"),
     (gzip.compress(b'[{"metadata": {}} {"metadata": {}}]'), "not valid JSON"),
     (gzip.compress(b"\xff\xfe"), "not valid JSON"),
     (gzip.compress(b""), "not valid JSON"),
     (gzip.compress(b"nope"), "not valid JSON"),
-    (gz([1]), "item 0 is not an object with metadata"),
-    (gz([{"metadata": {"name": "a"}}, {"kind": "X"}]), "item 1 is not an object with metadata"),
+    (gzip_json([1]), "item 0 is not an object with metadata"),
+    (
+        gzip_json([{"metadata": {"name": "a"}}, {"kind": "X"}]),
+        "item 1 is not an object with metadata",
+    ),
     (gzip.compress(b"[" * 100_000), "nested too deeply"),
 ]
 
@@ -102,10 +106,10 @@ def test_streamed_item_cap(streamed: None, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(decode, "MAX_LIST_ITEMS", 3)
     bucket, bs = make()
     pvbs = [stored_pvb(f"p{i}", "b1") for i in range(4)]
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(pvbs))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json(pvbs))
     with pytest.raises(ItemError, match="more than 3 items"):
         bs.pod_volume_backups("b1")
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz(pvbs[:3]))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json(pvbs[:3]))
     assert list(bs.pod_volume_backups("b1")) == pvbs[:3]
 
 
@@ -115,7 +119,7 @@ def test_memory_does_not_grow_with_the_list() -> None:
     bucket, bs = make()
     pvb = stored_pvb("p", "b1")
     count = 12 * 1024 * 1024 // len(json.dumps(pvb))
-    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gz([pvb] * count))
+    bucket.put_raw("b1", "b1-podvolumebackups.json.gz", gzip_json([pvb] * count))
     tracemalloc.start()
     try:
         got = bs.pod_volume_backups("b1")
