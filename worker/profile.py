@@ -24,7 +24,6 @@ NEWEST: Version = (1, 18, 3)  # the newest release whose sync path was checked
 NEXT_MINOR: Version = (1, 19, 0)  # not supported yet: its sync path is unchecked
 SUPPORTED = "1.15 to 1.18.x"
 AUTO = "auto"
-DEFAULT_DEPLOYMENT = "velero"
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 # An image tag such as v1.17.1, 1.17.1, v1.18.0-rc.1 or v1.16.2-amd64.
