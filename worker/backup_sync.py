@@ -110,34 +110,26 @@ class _Dependents:
         return not self.unreadable and all(isinstance(x, list) and not x for x in lists)
 
 
+@dataclass
 class BackupSyncer:
     """The backups of one location: ``sync`` one from its folder, ``complete`` one an
     earlier run left pending, ``keep_pending`` those that cannot be completed now."""
 
-    def __init__(
-        self,
-        location: str,
-        store: BackupStore,
-        cluster: Cluster,
-        options: SyncOptions,
-        stamps: Stamps,
-        complete_through: str,
-    ) -> None:
-        self._location = location
-        self._store = store
-        self._cluster = cluster
-        self._options = options
-        self._stamps = stamps
-        self._complete_through = complete_through
-        self._schedules: dict[str, str | None] = {}
-        self._schedules_lock = threading.Lock()
-        self._schedule_locks: dict[str, threading.Lock] = {}
+    location: str
+    store: BackupStore
+    cluster: Cluster
+    options: SyncOptions
+    stamps: Stamps
+    complete_through: str  # the run id through which the location's runs completed
+    _schedules: dict[str, str | None] = field(default_factory=dict, init=False)
+    _schedules_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _schedule_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False)
 
     def sync(self, index: int, name: str) -> BackupOutcome:
         """Create the backup of folder ``name`` and its dependents; ``index`` is its place
         in the location's work order."""
         with self._task(index, name) as task:
-            self._sync(task, self._stamps.mark(index))
+            self._sync(task, self.stamps.mark(index))
         return task.outcome
 
     def complete(self, index: int, backup: ClusterBackup) -> BackupOutcome:
@@ -156,7 +148,7 @@ class BackupSyncer:
         declare them complete. False when one could not be marked."""
         kept = True
         for backup in backups:
-            task = _Task(self._location, self._options.namespace, backup.name)
+            task = _Task(self.location, self.options.namespace, backup.name)
             if not self._set_pending(task, True):
                 kept = False
             report.errors.extend(task.outcome.errors)
@@ -165,7 +157,7 @@ class BackupSyncer:
     @contextmanager
     def _task(self, index: int, name: str) -> Iterator[_Task]:
         """The task of one backup, whatever its work raises."""
-        task = _Task(self._location, self._options.namespace, name, index)
+        task = _Task(self.location, self.options.namespace, name, index)
         try:
             yield task
         except Exception as exc:  # a bug must cost one backup, not the run
@@ -176,19 +168,19 @@ class BackupSyncer:
         stored = self._stored_backup(task)
         if stored is None:
             return
-        now = self._options.now()
+        now = self.options.now()
         if rewrite.waiting_and_unexpired(stored, now):
             task.log.debug("incomplete backup not expired yet, skipping")
             task.outcome.skipped = SKIP_NOT_EXPIRED
             return
-        if self._options.shutdown.requested:  # create nothing new once asked to stop
+        if self.options.shutdown.requested:  # create nothing new once asked to stop
             task.outcome.skipped = SKIP_INTERRUPTED
             return
         dependents = self._read_dependents(task)
         backup = self._backup_for_cluster(task, stored, now)
         if not dependents.none:
             backup = rewrite.with_run_mark(backup, run_mark)
-            self._stamps.used = True
+            self.stamps.used = True
         self._create_backup(task, backup, dependents)
 
     def _stored_backup(self, task: _Task) -> Obj | None:
@@ -201,7 +193,7 @@ class BackupSyncer:
             task.error("refusing backup folder", f"folder name {problem}", ref=folder)
             return None
         try:
-            stored = self._store.backup_metadata(name)
+            stored = self.store.backup_metadata(name)
         except (ItemError, StoreError) as exc:
             task.error("cannot read backup metadata", exc)
             return None
@@ -225,10 +217,10 @@ class BackupSyncer:
     def _backup_for_cluster(self, task: _Task, stored: Obj, now: datetime) -> Obj:
         backup = rewrite.backup_for_cluster(
             stored,
-            self._options.namespace,
-            self._location,
+            self.options.namespace,
+            self.location,
             now,
-            clear_hooks=self._options.profile.clears_hooks,
+            clear_hooks=self.options.profile.clears_hooks,
         )
         refs = self._owner_references(task, backup)
         if refs:
@@ -239,7 +231,7 @@ class BackupSyncer:
 
     def _create_backup(self, task: _Task, backup: Obj, dependents: _Dependents) -> None:
         try:
-            created = self._cluster.create(BACKUP, backup)
+            created = self.cluster.create(BACKUP, backup)
         except AlreadyExists:
             task.log.debug("backup already exists in the cluster")
             task.outcome.skipped = SKIP_ALREADY_EXISTS
@@ -260,7 +252,7 @@ class BackupSyncer:
         create whose answer was lost and whose retry found it) or a racing run's; either
         way its dependents are due now, not a run later."""
         try:
-            existing = self._cluster.get(BACKUP, task.name, self._options.namespace)
+            existing = self.cluster.get(BACKUP, task.name, self.options.namespace)
         except ClusterError as exc:
             task.error("cannot read the existing backup", exc)
             return
@@ -268,8 +260,8 @@ class BackupSyncer:
             return  # deleted meanwhile
         found = summarize(existing)
         # This run's own id counts here: a create of ours whose answer was lost.
-        if not found.pending(self._complete_through, "") or found.location_label != (
-            rewrite.valid_label(self._location)
+        if not found.pending(self.complete_through, "") or found.location_label != (
+            rewrite.valid_label(self.location)
         ):
             return  # complete, or another location's to complete
         task.outcome.skipped = ""
@@ -291,11 +283,11 @@ class BackupSyncer:
                 found.unreadable = True
                 return []
 
-        found.pod_volume_backups = read("pod volume backups", self._store.pod_volume_backups)
-        store, profile = self._store, self._options.profile
-        if self._options.csi and profile.syncs_snapshot_classes:
+        found.pod_volume_backups = read("pod volume backups", self.store.pod_volume_backups)
+        store, profile = self.store, self.options.profile
+        if self.options.csi and profile.syncs_snapshot_classes:
             found.snapshot_classes = read("CSI snapshot classes", store.csi_volume_snapshot_classes)
-        if self._options.csi and profile.syncs_snapshot_contents:
+        if self.options.csi and profile.syncs_snapshot_contents:
             found.snapshot_contents = read(
                 "CSI snapshot contents", store.csi_volume_snapshot_contents
             )
@@ -306,11 +298,11 @@ class BackupSyncer:
     ) -> None:
         """Create the dependents. When some fail, the Backup gets the pending annotation (a
         later run completes it); when all are in, a ``marked`` Backup loses it."""
-        outcome, namespace = task.outcome, self._options.namespace
+        outcome, namespace = task.outcome, self.options.namespace
 
         def pod_volume_backup(pvb: Obj) -> Obj:
             return rewrite.pod_volume_backup_for_cluster(
-                pvb, task.name, uid, namespace, self._location
+                pvb, task.name, uid, namespace, self.location
             )
 
         def snapshot_content(content: Obj) -> Obj:
@@ -319,7 +311,7 @@ class BackupSyncer:
         pvbs = dependents.pod_volume_backups
         for _ in self._created(task, POD_VOLUME_BACKUP, pvbs, pod_volume_backup):
             outcome.pod_volume_backups += 1
-        if self._options.csi:
+        if self.options.csi:
             classes, contents = dependents.snapshot_classes, dependents.snapshot_contents
             convert = rewrite.snapshot_class_for_cluster
             for _ in self._created(task, VOLUME_SNAPSHOT_CLASS, classes, convert):
@@ -338,7 +330,7 @@ class BackupSyncer:
     ) -> Iterator[str]:
         """Create each stored object as ``rewritten`` for this cluster, yielding each one
         created. One it refuses (ValueError) or the cluster fails is an item error."""
-        where = f"{self._options.namespace}/" if kind.namespaced else ""
+        where = f"{self.options.namespace}/" if kind.namespaced else ""
         for obj in stored:
             ref = f"{kind.kind} {where}{rewrite.shown(obj['metadata'].get('name'))}"
             try:
@@ -352,7 +344,7 @@ class BackupSyncer:
     def _create(self, task: _Task, kind: Kind, obj: Obj, ref: str) -> bool:
         """Create a dependent object; AlreadyExists is fine. True when created."""
         try:
-            self._cluster.create(kind, obj)
+            self.cluster.create(kind, obj)
             return True
         except AlreadyExists:
             task.log.debug("already exists in the cluster", extra={"object": ref})
@@ -366,7 +358,7 @@ class BackupSyncer:
         failed, which is an item error (a Backup deleted meanwhile is not)."""
         patch = rewrite.pending_mark_patch(pending)
         try:
-            self._cluster.patch_merge(BACKUP, task.name, self._options.namespace, patch)
+            self.cluster.patch_merge(BACKUP, task.name, self.options.namespace, patch)
         except NotFound:
             task.log.debug("backup deleted before its pending annotation changed")
         except ClusterError as exc:
@@ -431,7 +423,7 @@ class BackupSyncer:
                     return self._schedules[name]
             uid: str | None
             try:
-                schedule = self._cluster.get(SCHEDULE, name, self._options.namespace)
+                schedule = self.cluster.get(SCHEDULE, name, self.options.namespace)
                 uid = None if schedule is None else str(schedule["metadata"].get("uid", ""))
             except ClusterError as exc:
                 task.log.error(

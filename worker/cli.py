@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import TextIO, TypeVar
 
@@ -102,23 +103,60 @@ def build_parser(explain: bool = False) -> argparse.ArgumentParser:
         prog="backup-sync explain" if explain else "backup-sync",
         description=EXPLAIN_HELP if explain else SYNC_HELP,
         epilog=EXPLAIN_EXIT_CODES_HELP if explain else EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     for add_options in (_where, _api_client, _guard, _velero, _output):
         add_options(parser.add_argument)
     if explain:
         parser.add_argument("name", metavar="NAME", help="the backup to look up")
-        # What only a sync uses: explain writes nothing and takes no signals.
-        parser.set_defaults(
-            force=False,
-            dry_run=True,
-            concurrency=DEFAULTS.concurrency,
-            pushgateway_url=None,
-            shutdown_grace=DEFAULTS.shutdown_grace,
-        )
     else:
         _sync_only(parser.add_argument_group("sync only (not explain)").add_argument)
+    # After the options exist, so that --help shows them: the defaults are Settings'.
+    parser.set_defaults(**_defaults(explain))
     return parser
+
+
+# The options that set the Settings field of their name as given: their default is the
+# field's, and explain (which lacks the sync-only ones) gets the field's default.
+AS_GIVEN = (
+    "kubeconfig",
+    "context",
+    "force",
+    "dry_run",
+    "concurrency",
+    "kube_qps",
+    "kube_burst",
+    "request_timeout",
+    "log_level",
+    "log_format",
+    "mass_orphan_share",
+    "mass_orphan_floor",
+    "allow_mass_orphan_deletion",
+    "shutdown_grace",
+    "velero_deployment",
+    "credentials_dir",
+)
+
+
+def _defaults(explain: bool) -> dict[str, object]:
+    retry = DEFAULTS.retry
+    defaults = {name: getattr(DEFAULTS, name) for name in AS_GIVEN}
+    defaults.update(retry_attempts=retry.attempts, retry_max_seconds=retry.max_seconds)
+    if explain:
+        defaults.update(dry_run=True)  # explain writes nothing
+    return defaults
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: X)" to an option's help, as Go's flag package does, where the
+    option has a default worth saying and its help does not already speak of one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if default in (None, False, "", [], argparse.SUPPRESS) or "default" in text:
+            return text
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} (default: {shown})"
 
 
 Add = Callable[..., object]  # ArgumentParser.add_argument, or a group's
@@ -140,165 +178,105 @@ def _where(add: Add) -> None:
         f"{go_duration(DEFAULTS.default_sync_period)})",
     )
     add("--features", default="", help="comma list of Velero features, e.g. EnableCSI")
-    add(
-        "--location",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="only sync this location (repeatable; default: all)",
-    )
+    add("--location", action="append", default=[], metavar="NAME", help=ONLY_LOCATION_HELP)
+
+
+ONLY_LOCATION_HELP = "only sync this location (repeatable; default: all)"
 
 
 def _api_client(add: Add) -> None:
     """How the API server and the stores are called."""
-    add(
-        "--kube-qps",
-        type=_non_negative_float,
-        metavar="F",
-        help="API requests per second, sustained; 0 = unlimited (default: unlimited when the "
-        "API server has API Priority and Fairness, which answers 429 with Retry-After when "
-        "busy; else Velero's 100)",
-    )
-    add(
-        "--kube-burst",
-        type=_positive_int,
-        metavar="N",
-        help=f"API request burst (default: Velero's {VELERO_BURST})",
-    )
-    add(
-        "--request-timeout",
-        type=_positive_float,
-        default=DEFAULTS.request_timeout,
-        metavar="SECONDS",
-        help=f"timeout of each API and object-store call (default: {DEFAULTS.request_timeout:g})",
-    )
-    add(
-        "--retry-attempts",
-        type=_positive_int,
-        default=DEFAULTS.retry.attempts,
-        metavar="N",
-        help=f"attempts per call on transient faults (default: {DEFAULTS.retry.attempts})",
-    )
-    add(
-        "--retry-max-seconds",
-        type=_non_negative_float,
-        default=DEFAULTS.retry.max_seconds,
-        metavar="SECONDS",
-        help=f"give up retrying one call after this long (default: {DEFAULTS.retry.max_seconds:g})",
-    )
+    add("--kube-qps", type=_non_negative_float, metavar="F", help=KUBE_QPS_HELP)
+    add("--kube-burst", type=_positive_int, metavar="N", help=KUBE_BURST_HELP)
+    add("--request-timeout", type=_positive_float, metavar="SECONDS", help=TIMEOUT_HELP)
+    add("--retry-attempts", type=_positive_int, metavar="N", help=ATTEMPTS_HELP)
+    add("--retry-max-seconds", type=_non_negative_float, metavar="SECONDS", help=RETRY_HELP)
+
+
+KUBE_QPS_HELP = (
+    "API requests per second, sustained; 0 = unlimited (default: unlimited when the API "
+    "server has API Priority and Fairness, which answers 429 with Retry-After when busy; "
+    "else Velero's 100)"
+)
+KUBE_BURST_HELP = f"API request burst (default: Velero's {VELERO_BURST})"
+TIMEOUT_HELP = "timeout of each API and object-store call"
+ATTEMPTS_HELP = "attempts per call on transient faults"
+RETRY_HELP = "give up retrying one call after this long"
 
 
 def _guard(add: Add) -> None:
     """The mass-deletion guard (worker.guard)."""
-    add(
-        "--mass-orphan-share",
-        type=_share,
-        default=DEFAULTS.mass_orphan_share,
-        metavar="F",
-        help="mass-deletion guard: delete no orphans of a location when they are more than "
-        "this share of its Backups and at least --mass-orphan-floor; 1 disables the guard "
-        f"(default: {DEFAULTS.mass_orphan_share:g})",
-    )
-    add(
-        "--mass-orphan-floor",
-        type=_non_negative_int,
-        default=DEFAULTS.mass_orphan_floor,
-        metavar="N",
-        help="mass-deletion guard: the fewest orphans it ever blocks "
-        f"(default: {DEFAULTS.mass_orphan_floor})",
-    )
-    add(
-        "--allow-mass-orphan-deletion",
-        action="store_true",
-        help="delete orphans even when the mass-deletion guard would block (after emptying "
-        "a bucket on purpose)",
-    )
+    add("--mass-orphan-share", type=_share, metavar="F", help=GUARD_SHARE_HELP)
+    add("--mass-orphan-floor", type=_non_negative_int, metavar="N", help=GUARD_FLOOR_HELP)
+    add("--allow-mass-orphan-deletion", action="store_true", help=GUARD_OFF_HELP)
+
+
+GUARD_SHARE_HELP = (
+    "mass-deletion guard: delete no orphans of a location when they are more than this share "
+    "of its Backups and at least --mass-orphan-floor; 1 disables the guard"
+)
+GUARD_FLOOR_HELP = "mass-deletion guard: the fewest orphans it ever blocks"
+GUARD_OFF_HELP = (
+    "delete orphans even when the mass-deletion guard would block (after emptying a bucket "
+    "on purpose)"
+)
 
 
 def _velero(add: Add) -> None:
     """Which Velero to sync like, its credentials folder, and the shard."""
-    add(
-        "--velero-version",
-        metavar="auto|X.Y[.Z]",
-        help="sync the way this Velero version does (1.15 to 1.18.x; env "
-        "BACKUP_SYNC_VELERO_VERSION); auto reads the image tag of the Velero Deployment and "
-        "falls back to 1.15 (default: auto)",
-    )
-    add(
-        "--velero-deployment",
-        default=DEFAULTS.velero_deployment,
-        metavar="NAME",
-        help="the Velero server Deployment in the Velero namespace that --velero-version "
-        f"auto reads (default: {DEFAULTS.velero_deployment})",
-    )
-    add(
-        "--credentials-dir",
-        default=DEFAULTS.credentials_dir,
-        metavar="DIR",
-        help="the only folder a location's spec.config.credentialsFile may name a file in "
-        f"(where the chart mounts the credentials Secret; default: {DEFAULTS.credentials_dir})",
-    )
-    add(
-        "--shard",
-        metavar="I/N",
-        help="only the locations of shard I of N (a stable hash of the location name); "
-        "default: from JOB_COMPLETION_INDEX with --shards, else all",
-    )
-    add(
-        "--shards",
-        type=_positive_int,
-        metavar="N",
-        help="the shard count of an Indexed Job (env BACKUP_SYNC_SHARDS): this pod takes "
-        "shard JOB_COMPLETION_INDEX of N",
-    )
+    add("--velero-version", metavar="auto|X.Y[.Z]", help=VELERO_VERSION_HELP)
+    add("--velero-deployment", metavar="NAME", help=DEPLOYMENT_HELP)
+    add("--credentials-dir", metavar="DIR", help=CREDENTIALS_DIR_HELP)
+    add("--shard", metavar="I/N", help=SHARD_HELP)
+    add("--shards", type=_positive_int, metavar="N", help=SHARDS_HELP)
+
+
+VELERO_VERSION_HELP = (
+    "sync the way this Velero version does (1.15 to 1.18.x; env BACKUP_SYNC_VELERO_VERSION); "
+    "auto reads the image tag of the Velero Deployment and falls back to 1.15 (default: auto)"
+)
+DEPLOYMENT_HELP = (
+    "the Velero server Deployment in the Velero namespace that --velero-version auto reads"
+)
+CREDENTIALS_DIR_HELP = (
+    "the only folder a location's spec.config.credentialsFile may name a file in (where the "
+    "chart mounts the credentials Secret)"
+)
+SHARD_HELP = (
+    "only the locations of shard I of N (a stable hash of the location name); default: from "
+    "JOB_COMPLETION_INDEX with --shards, else all"
+)
+SHARDS_HELP = (
+    "the shard count of an Indexed Job (env BACKUP_SYNC_SHARDS): this pod takes shard "
+    "JOB_COMPLETION_INDEX of N"
+)
 
 
 def _output(add: Add) -> None:
-    add(
-        "--log-level",
-        default=DEFAULTS.log_level,
-        choices=["debug", "info", "warning", "error"],
-        help=f"(default: {DEFAULTS.log_level})",
-    )
-    add(
-        "--log-format",
-        default=DEFAULTS.log_format,
-        choices=["text", "json"],
-        help=f"(default: {DEFAULTS.log_format})",
-    )
+    add("--log-level", choices=["debug", "info", "warning", "error"], help="how much to log")
+    add("--log-format", choices=["text", "json"], help="text for people, json for collectors")
     add("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def _sync_only(only: Add) -> None:
     only("--force", action="store_true", help="ignore the sync period (never a period of 0)")
-    only(
-        "--dry-run",
-        action="store_true",
-        help="print what would be created, deleted and patched; write nothing",
-    )
-    only(
-        "--concurrency",
-        type=_positive_int,
-        default=DEFAULTS.concurrency,
-        metavar="N",
-        help=f"parallel per-backup work within a location (default: {DEFAULTS.concurrency})",
-    )
-    only(
-        "--pushgateway-url",
-        metavar="URL",
-        help="push run metrics to this Prometheus Pushgateway: the start when the run "
-        "begins, the results when it ends (default: none)",
-    )
-    only(
-        "--shutdown-grace",
-        type=_non_negative_float,
-        default=DEFAULTS.shutdown_grace,
-        metavar="SECONDS",
-        help="after SIGTERM or SIGINT, take no new work and give the work in flight this "
-        "long; the interrupted location is not marked synced and the exit code is 1 "
-        "(keep it below the pod's terminationGracePeriodSeconds; "
-        f"default: {DEFAULTS.shutdown_grace:g})",
-    )
+    only("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    only("--concurrency", type=_positive_int, metavar="N", help=CONCURRENCY_HELP)
+    only("--pushgateway-url", metavar="URL", help=PUSHGATEWAY_HELP)
+    only("--shutdown-grace", type=_non_negative_float, metavar="SECONDS", help=GRACE_HELP)
+
+
+DRY_RUN_HELP = "print what would be created, deleted and patched; write nothing"
+CONCURRENCY_HELP = "parallel per-backup work within a location"
+PUSHGATEWAY_HELP = (
+    "push run metrics to this Prometheus Pushgateway: the start when the run begins, the "
+    "results when it ends (default: none)"
+)
+GRACE_HELP = (
+    "after SIGTERM or SIGINT, take no new work and give the work in flight this long; the "
+    "interrupted location is not marked synced and the exit code is 1 (keep it below the "
+    "pod's terminationGracePeriodSeconds)"
+)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
@@ -307,30 +285,17 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     velero_version = args.velero_version or env.get("BACKUP_SYNC_VELERO_VERSION") or AUTO
     if velero_version != AUTO:
         parse_version(velero_version)  # a usage error now, not at the first location
-    return Settings(
+    given = vars(args)
+    return replace(
+        DEFAULTS,
+        **{name: given[name] for name in AS_GIVEN},
         namespace=namespace,
-        kubeconfig=args.kubeconfig,
-        context=args.context,
         default_sync_period=_default_period(args.default_backup_sync_period),
         features=parse_features(args.features),
         locations=frozenset(args.location),
-        force=args.force,
-        dry_run=args.dry_run,
-        concurrency=args.concurrency,
-        kube_qps=args.kube_qps,
-        kube_burst=args.kube_burst,
-        request_timeout=args.request_timeout,
         retry=RetryPolicy(attempts=args.retry_attempts, max_seconds=args.retry_max_seconds),
-        log_level=args.log_level,
-        log_format=args.log_format,
-        mass_orphan_share=args.mass_orphan_share,
-        mass_orphan_floor=args.mass_orphan_floor,
-        allow_mass_orphan_deletion=args.allow_mass_orphan_deletion,
-        pushgateway_url=args.pushgateway_url or None,
-        shutdown_grace=args.shutdown_grace,
+        pushgateway_url=given.get("pushgateway_url") or None,
         velero_version=velero_version,
-        velero_deployment=args.velero_deployment,
-        credentials_dir=args.credentials_dir,
         shard=_shard(args.shard, args.shards, env),
     )
 

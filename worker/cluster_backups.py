@@ -8,14 +8,7 @@ from dataclasses import dataclass
 from worker import velero
 from worker.cluster import Cluster
 from worker.errors import ClusterError
-from worker.velero import (
-    BACKUP,
-    DEPENDENTS_PENDING_ANNOTATION,
-    RUN_ANNOTATION,
-    STORAGE_LOCATION_LABEL,
-    Obj,
-    phase_of,
-)
+from worker.velero import Obj
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +39,11 @@ def summarize(backup: Obj) -> ClusterBackup:
     annotations = velero.annotations_of(backup)
     return ClusterBackup(
         name=str(meta.get("name", "")),
-        location_label=labels.get(STORAGE_LOCATION_LABEL),
-        phase=phase_of(backup),
+        location_label=labels.get(velero.STORAGE_LOCATION_LABEL),
+        phase=velero.phase_of(backup),
         uid=str(meta.get("uid", "")),
-        dependents_pending=DEPENDENTS_PENDING_ANNOTATION in annotations,
-        run=str(annotations.get(RUN_ANNOTATION) or ""),
+        dependents_pending=velero.DEPENDENTS_PENDING_ANNOTATION in annotations,
+        run=str(annotations.get(velero.RUN_ANNOTATION) or ""),
     )
 
 
@@ -58,7 +51,7 @@ def cluster_backups(cluster: Cluster, namespace: str, location: str) -> list[Clu
     """One paginated list of the namespace's Backups, reduced to what the sync needs.
     None when listing failed: the sync goes on as if the cluster had none (Velero does)."""
     try:
-        return [summarize(b) for b in cluster.list(BACKUP, namespace)]
+        return [summarize(b) for b in cluster.list(velero.BACKUP, namespace)]
     except ClusterError as exc:
         log.error(
             "cannot list Backups in the cluster; syncing as if it had none",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -51,6 +52,30 @@ def test_parser_defaults_match_the_contract() -> None:
     assert args.dry_run is False
     assert args.log_level == "info"
     assert args.log_format == "text"
+
+
+def test_explain_settings_are_a_dry_run_with_the_sync_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """explain has no sync-only options: it gets Settings' defaults for them, and a dry run."""
+    monkeypatch.delenv("VELERO_NAMESPACE", raising=False)
+    args = cli.build_parser(explain=True).parse_args(["b1", "--mass-orphan-floor", "3"])
+    s = cli.settings_from(args, {"VELERO_NAMESPACE": "velero"})
+    assert s == replace(cli.DEFAULTS, dry_run=True, mass_orphan_floor=3)
+
+
+def test_help_states_each_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every option with a default says it in --help, as the default the run uses."""
+    parser = cli.build_parser()
+    help_text = " ".join(parser.format_help().split())
+    for text in (
+        "N parallel per-backup work within a location (default: 16)",
+        "SECONDS give up retrying one call after this long (default: 60)",
+        "--mass-orphan-floor; 1 disables the guard (default: 0.5)",
+        "how much to log (default: info)",
+    ):
+        assert text in help_text, text
+    assert "(default: None)" not in help_text and "(default: False)" not in help_text
 
 
 # -- every option -------------------------------------------------------------------------------
