@@ -254,6 +254,44 @@ def stored_vscontent(
     }
 
 
+# -- objects a cluster holds: the CSI snapshots of a backup, as CSI (or a restore) made them --
+
+
+def volume_snapshot(name: str, namespace: str, backup: str) -> Obj:
+    """A VolumeSnapshot labelled with a backup (Velero's, or one its restore made)."""
+    return {
+        "apiVersion": SNAPSHOT_API,
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"velero.io/backup-name": backup},
+        },
+        "spec": {"source": {"volumeSnapshotContentName": f"{name}-content"}},
+    }
+
+
+def snapshot_content(name: str, backup: str, bound_to: tuple[str, str] = ("ns-u", "name-u")) -> Obj:
+    """A VolumeSnapshotContent labelled with a backup, bound to (namespace, VolumeSnapshot)."""
+    namespace, snapshot = bound_to
+    return {
+        "apiVersion": SNAPSHOT_API,
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": name, "labels": {"velero.io/backup-name": backup}},
+        "spec": {
+            "deletionPolicy": "Delete",
+            "driver": "ebs.csi.aws.com",
+            "source": {"snapshotHandle": f"snap-{name}"},
+            "volumeSnapshotRef": {
+                "apiVersion": SNAPSHOT_API,
+                "kind": "VolumeSnapshot",
+                "namespace": namespace,
+                "name": snapshot,
+            },
+        },
+    }
+
+
 def gzip_json(value: Any) -> bytes:
     """Velero's encode.ToJSONGzip: gzip of json.Encoder output (the value and a newline)."""
     return gzip.compress((json.dumps(value) + "\n").encode())

@@ -14,6 +14,7 @@ import pytest
 
 from harness.controlplane import ControlPlane
 from harness.seed import SeedBackup, backup_document
+from harness.velero_docs import snapshot_content, volume_snapshot
 from tests.integration.env import SNAPSHOTS, SyncEnv
 
 pytestmark = pytest.mark.integration
@@ -63,38 +64,6 @@ def test_an_empty_listing_beside_synced_backups_warns_naming_the_prefix(env: Syn
 
 
 # -- the orphan CSI clean-up ------------------------------------------------------------------
-
-
-def volume_snapshot(name: str, namespace: str, backup: str) -> Obj:
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"velero.io/backup-name": backup},
-        },
-        "spec": {"source": {"volumeSnapshotContentName": f"{name}-content"}},
-    }
-
-
-def snapshot_content(name: str, backup: str, bound_to: tuple[str, str]) -> Obj:
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshotContent",
-        "metadata": {"name": name, "labels": {"velero.io/backup-name": backup}},
-        "spec": {
-            "deletionPolicy": "Delete",
-            "driver": "ebs.csi.aws.com",
-            "source": {"snapshotHandle": f"snap-{name}"},
-            "volumeSnapshotRef": {
-                "apiVersion": "snapshot.storage.k8s.io/v1",
-                "kind": "VolumeSnapshot",
-                "namespace": bound_to[0],
-                "name": bound_to[1],
-            },
-        },
-    }
 
 
 @pytest.fixture

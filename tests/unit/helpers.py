@@ -72,39 +72,6 @@ def cluster_backup(
     }
 
 
-def volume_snapshot(name: str, namespace: str, backup_label: str) -> Obj:
-    """A VolumeSnapshot labelled with a backup (Velero's, or one its restore made)."""
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"velero.io/backup-name": backup_label},
-        },
-    }
-
-
-def snapshot_content(
-    name: str, backup_label: str, bound_to: tuple[str, str] = ("ns-u", "name-u")
-) -> Obj:
-    """A VolumeSnapshotContent labelled with a backup, bound to (namespace, VolumeSnapshot)."""
-    namespace, snapshot = bound_to
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshotContent",
-        "metadata": {"name": name, "labels": {"velero.io/backup-name": backup_label}},
-        "spec": {
-            "volumeSnapshotRef": {
-                "apiVersion": "snapshot.storage.k8s.io/v1",
-                "kind": "VolumeSnapshot",
-                "namespace": namespace,
-                "name": snapshot,
-            }
-        },
-    }
-
-
 @dataclass
 class Env:
     """One location on the fakes: a cluster holding its BSL, and its bucket."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from harness.velero_docs import snapshot_content
 from tests.unit.fakes import FakeCluster
 from tests.unit.helpers import (
     NOW,
@@ -17,7 +18,6 @@ from tests.unit.helpers import (
     bsl,
     cluster_backup,
     parsed,
-    snapshot_content,
 )
 from worker import cli
 from worker.guard import DEFAULT_FLOOR, DEFAULT_SHARE, MassDeletionGuard

@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
+from harness.velero_docs import snapshot_content, volume_snapshot
 from tests.unit.helpers import (
     NS,
     Env,
     cluster_backup,
     fail_first_backup_list,
-    snapshot_content,
-    volume_snapshot,
 )
 from worker.cluster_backups import ClusterBackup
 from worker.errors import ClusterError, NotFound
