@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import botocore.httpsession
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from harness.objectstores import MotoS3
 from tests.storage.conftest import FAST_RETRY
@@ -58,10 +59,21 @@ def store(moto: MotoS3, bucket: str, creds_file: Path) -> Iterator[ObjectStore]:
 
 
 def sent_requests(store: ObjectStore) -> list[Any]:
-    """Record every HTTP request the store's botocore client sends."""
+    """Record every HTTP request the store sends: through the botocore client, and its
+    direct reads (which send on the client's HTTP session)."""
     seen: list[Any] = []
     client = store._client  # type: ignore[attr-defined]
     client.meta.events.register("before-send.s3", lambda request, **_: seen.append(request))
+    direct = store._direct  # type: ignore[attr-defined]
+    if direct is not None:
+        http = direct._http
+
+        class Recording:
+            def send(self, request: Any) -> Any:
+                seen.append(request)
+                return http.send(request)
+
+        direct._http = Recording()
     return seen
 
 
@@ -98,12 +110,12 @@ def test_credentials_file_with_a_named_profile(
     store = open_store(settings(moto, bucket, path, profile="backup"))
     requests = sent_requests(store)
     assert list(store.list_common_prefixes("", "/")) == []
-    assert "Credential=AKIDPROFILE/" in requests[0].headers["Authorization"].decode()
+    assert "Credential=AKIDPROFILE/" in _text(requests[0].headers["Authorization"])
 
     default = open_store(settings(moto, bucket, path))
     requests = sent_requests(default)
     assert default.get("nothing", 10) is None
-    assert "Credential=AKIDDEFAULT/" in requests[0].headers["Authorization"].decode()
+    assert "Credential=AKIDDEFAULT/" in _text(requests[0].headers["Authorization"])
 
 
 def test_credentials_file_from_the_environment(
@@ -114,7 +126,7 @@ def test_credentials_file_from_the_environment(
     store = open_store(settings(moto, bucket))
     requests = sent_requests(store)
     assert store.get("nothing", 10) is None
-    assert "Credential=AKIDDEFAULT/" in requests[0].headers["Authorization"].decode()
+    assert "Credential=AKIDDEFAULT/" in _text(requests[0].headers["Authorization"])
 
 
 def test_credentials_file_wins_over_irsa_env(
@@ -132,7 +144,7 @@ def test_credentials_file_wins_over_irsa_env(
     store = open_store(settings(moto, bucket, creds_file))
     requests = sent_requests(store)
     assert store.get("nothing", 10) is None
-    assert "Credential=AKIDDEFAULT/" in requests[0].headers["Authorization"].decode()
+    assert "Credential=AKIDDEFAULT/" in _text(requests[0].headers["Authorization"])
 
 
 def test_bad_credentials_file_or_profile_is_a_config_error(
@@ -319,14 +331,16 @@ def _tls_args(server: MotoS3, bucket: str, creds_file: Path) -> dict[str, Any]:
 # -- addressing: virtual-hosted or path style, as aws-sdk-go-v2 chooses for the plugin
 
 
-class _Body:
+def _text(header: str | bytes) -> str:
+    """A header as signed: botocore's handlers leave bytes, the direct read text."""
+    return header.decode() if isinstance(header, bytes) else header
+
+
+class _Body(io.BytesIO):
     """A raw response body for botocore (what urllib3 would hand it)."""
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
     def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._data
+        yield self.getvalue()
 
 
 def _answer_not_found(request: Any, **_: Any) -> AWSResponse:
@@ -423,8 +437,21 @@ def test_addressing_follows_the_go_sdk(
         urls.append(request.url)
         return _answer_not_found(request, **kwargs)
 
-    store._client.meta.events.register("before-send.s3", record)  # type: ignore[attr-defined]
+    direct_urls: list[str] = []
+
+    class NotFound:  # the direct read's HTTP session, answering as the hook does
+        def send(self, request: Any) -> AWSResponse:
+            direct_urls.append(request.url)
+            return _answer_not_found(request)
+
+    store._direct._http = NotFound()  # type: ignore[attr-defined]
     assert store.get("k", 10) is None
+    assert direct_urls == [expected]
+    # The SDK's own GetObject, which the direct read leaves everything else to, agrees.
+    client = store._client  # type: ignore[attr-defined]
+    client.meta.events.register("before-send.s3", record)
+    with pytest.raises(ClientError, match="NoSuchKey"):
+        client.get_object(Bucket=bucket, Key="k")
     assert urls == [expected]
 
 

@@ -9,6 +9,7 @@ Retries live in ``worker.retry``; botocore's own are switched off.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import logging
 import os
@@ -21,8 +22,11 @@ from typing import Any, Literal
 import botocore
 import botocore.session
 from botocore import UNSIGNED
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.response import StreamingBody
 
 from worker import __version__, retry
 from worker.errors import ConfigError, StoreError
@@ -57,6 +61,12 @@ _CHECKSUM_ALGORITHMS = frozenset({"", "CRC32", "CRC32C", "SHA1", "SHA256"})
 _SSE_C_KEY_BYTES = 32
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _READ_CHUNK = 64 * 1024
+_ERROR_BODY_BYTES = 64 * 1024  # an S3 error document is a few hundred bytes
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+# The keys the direct read serves: those the sync builds (a cleaned prefix, a Kubernetes
+# name, Velero's file names), which need no escaping in a URL path.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*")
+_PROBE_KEY = "backup-sync-probe"
 _HOST_LABEL = re.compile(r"[0-9a-z-]+")
 USER_AGENT = (
     f"backup-sync/{__version__} botocore/{botocore.__version__} Python/{platform.python_version()}"
@@ -66,13 +76,20 @@ USER_AGENT = (
 class S3Store(sdk.GuardedStore):
     """One S3 bucket, read-only. botocore clients are thread-safe, so is this."""
 
-    def __init__(self, client: Any, settings: StoreSettings, sse_c_key: bytes | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        settings: StoreSettings,
+        sse_c_key: bytes | None,
+        direct: DirectGet | None = None,
+    ) -> None:
         super().__init__(settings)
         self._client = client
         self._bucket = settings.bucket
         self._sse: dict[str, Any] = (
             {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": sse_c_key} if sse_c_key else {}
         )
+        self._direct = direct
 
     def where(self, key: str) -> str:
         return f"s3://{self._bucket}/{key}"
@@ -104,23 +121,111 @@ class S3Store(sdk.GuardedStore):
         return prefixes, next_token
 
     def get_once(self, key: str, max_bytes: int) -> bytes | None:
-        """GetObject; NoSuchKey is None, NoSuchBucket an error."""
+        """GetObject; NoSuchKey is None, NoSuchBucket an error. A plain key is read
+        directly (``DirectGet``); what that cannot settle is asked again through the SDK."""
+        if self._direct is not None and self._direct.serves(key):
+            found = self._direct.get(key, max_bytes, self.where(key))
+            if found is not ASK_SDK:
+                return found
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=key, **self._sse)
         except ClientError as exc:
             if retry.error_code(exc) in _NOT_FOUND_CODES:
                 return None
             raise
-        body = response["Body"]
+        return _read_capped(
+            response["Body"], response.get("ContentLength"), max_bytes, self.where(key)
+        )
+
+
+class Unsettled(enum.Enum):
+    ASK_SDK = "ask the SDK"  # DirectGet.get: not settled there; the SDK's GetObject decides
+
+
+ASK_SDK = Unsettled.ASK_SDK
+
+
+class DirectGet:
+    """GetObject as one signed request on the S3 client's own connection pool, without
+    botocore's per-call pipeline (parameter validation, serialization, endpoint rules,
+    event hooks, response parsing): half the CPU of ``client.get_object``, and the two
+    reads per backup are most of a full sync's own CPU (docs/performance.md).
+
+    Nothing is re-implemented: the URL is the one the client builds (taken once from a
+    presigned URL: addressing style, endpoint and region as configured), the signature is
+    botocore's SigV4 signer with the client's credentials (refreshed as the client's are),
+    and the request goes through the client's HTTP session, so TLS, CA bundle, proxies,
+    timeouts and the connection errors the retry policy knows are the SDK's own. It
+    settles only a 200 (the body, capped) and a 404 NoSuchKey (absent); for anything else
+    it answers ``ASK_SDK`` and the SDK's GetObject asks again, so every error a user sees
+    is the SDK's, as before. Not used with an SSE-C key or an ARN bucket."""
+
+    def __init__(self, http: Any, base_url: str, credentials: Any, region: str) -> None:
+        self._http = http
+        self._base_url = base_url
+        self._credentials = credentials
+        self._region = region
+
+    @classmethod
+    def of(cls, client: Any, bucket: str, credentials: Any) -> DirectGet | None:
+        """The direct read for ``client``'s bucket, or None where it does not apply."""
+        if credentials is None or ":" in bucket:
+            return None
+        http = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        if http is None:  # a botocore without it: every read goes through the SDK
+            return None
         try:
-            length = response.get("ContentLength")
-            if isinstance(length, int):
-                sdk.check_size(length, max_bytes, self.where(key))
-            data = _read_at_most(body.read, max_bytes + 1)
+            url = client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}
+            )
+        except BotoCoreError:
+            return None
+        base, _, _ = url.partition("?")
+        if not base.endswith("/" + _PROBE_KEY):
+            return None
+        return cls(http, base.removesuffix(_PROBE_KEY), credentials, client.meta.region_name)
+
+    @staticmethod
+    def serves(key: str) -> bool:
+        """A key of plain segments (none is ``.`` or ``..``): its URL path is the key."""
+        return _PLAIN_KEY.fullmatch(key) is not None
+
+    def get(self, key: str, max_bytes: int, where: str) -> bytes | Unsettled | None:
+        request = AWSRequest(
+            method="GET",
+            url=self._base_url + key,
+            headers={"User-Agent": USER_AGENT},
+            stream_output=True,
+        )
+        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(
+            request
+        )
+        response = self._http.send(request.prepare())
+        length = response.headers.get("content-length")
+        if response.status_code == 200:
+            size = int(length) if length and length.isdigit() else None
+            return _read_capped(StreamingBody(response.raw, length), size, max_bytes, where)
+        body = StreamingBody(response.raw, None)
+        try:
+            found = _ERROR_CODE.search(body.read(_ERROR_BODY_BYTES))
         finally:
             body.close()
-        sdk.check_size(len(data), max_bytes, self.where(key))
-        return data
+        if response.status_code == 404 and found and found.group(1) == b"NoSuchKey":
+            return None
+        return ASK_SDK
+
+
+def _read_capped(body: Any, length: object, max_bytes: int, where: str) -> bytes:
+    """A response body, closed after: ObjectTooLarge beyond ``max_bytes`` (by its length,
+    else after reading one byte more)."""
+    try:
+        if isinstance(length, int):
+            sdk.check_size(length, max_bytes, where)
+        data = _read_at_most(body.read, max_bytes + 1)
+    finally:
+        body.close()
+    sdk.check_size(len(data), max_bytes, where)
+    return data
 
 
 def _read_at_most(read: Callable[[int], bytes], limit: int) -> bytes:
@@ -177,7 +282,8 @@ def open_store(settings: StoreSettings) -> ObjectStore:
         )
     except BotoCoreError as exc:  # no network here: configuration trouble
         raise ConfigError(f"cannot configure the S3 client: {retry.describe(exc)}") from None
-    return S3Store(client, settings, sse_c_key)
+    direct = None if sse_c_key else DirectGet.of(client, settings.bucket, session.get_credentials())
+    return S3Store(client, settings, sse_c_key, direct)
 
 
 def addressing_style(
