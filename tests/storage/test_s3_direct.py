@@ -9,16 +9,20 @@ same path: bytes or absent, the size cap, an unreachable endpoint, a missing buc
 
 from __future__ import annotations
 
+import io
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from harness.minio import MinIO
 from tests.storage.conftest import FAST_RETRY
 from worker.errors import ObjectTooLarge, StoreError
+from worker.retry import RetryPolicy
 from worker.storage import StoreSettings, open_store
 from worker.storage.s3 import DirectGet, S3Store
 
@@ -36,7 +40,9 @@ def minio() -> Iterator[MinIO]:
         server.stop()
 
 
-def _open(minio: MinIO, creds: Path, bucket: str = BUCKET) -> S3Store:
+def _open(
+    minio: MinIO, creds: Path, bucket: str = BUCKET, policy: RetryPolicy = FAST_RETRY
+) -> S3Store:
     store = open_store(
         StoreSettings(
             provider="aws",
@@ -44,7 +50,7 @@ def _open(minio: MinIO, creds: Path, bucket: str = BUCKET) -> S3Store:
             config=minio.location_config(bucket),
             credentials_file=str(creds),
             timeout=5.0,
-            retry=FAST_RETRY,
+            retry=policy,
         )
     )
     assert isinstance(store, S3Store)
@@ -111,6 +117,42 @@ def test_what_it_cannot_settle_is_the_sdks_error(
     store = _open(minio, write_file("bad", bad))
     with pytest.raises(StoreError, match=f"s3://{BUCKET}/k.*InvalidAccessKeyId"):
         store.get("k", 100)
+
+
+def test_throttling_is_settled_with_the_sdks_error_and_retry_after(
+    minio: MinIO, creds: Path
+) -> None:
+    """A 503 SlowDown is raised as the SDK's ClientError (its code and headers),
+    so the retry policy backs off as asked, without a second request through the SDK."""
+    patient = RetryPolicy(attempts=2, max_seconds=5.0, initial_wait=0.05, max_wait=2.0)
+    store = _open(minio, creds, policy=patient)
+    sdk = _SdkCalls(store)
+    direct = store._direct
+    assert direct is not None
+    sent: list[float] = []
+    body = (
+        b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    class Throttled:
+        def send(self, request: Any) -> AWSResponse:
+            sent.append(time.monotonic())
+            headers = HTTPHeaders()  # as urllib3's answer reaches botocore
+            headers["Content-Type"], headers["Retry-After"] = "application/xml", "1"
+            return AWSResponse(request.url, 503, headers, _Raw(body))
+
+    direct._http = Throttled()
+    with pytest.raises(StoreError, match=r"ClientError 503 SlowDown"):
+        store.get("backups/b-1/velero-backup.json", 100)
+    assert len(sent) == patient.attempts and sdk.keys == []
+    assert sent[1] - sent[0] >= 0.95  # Retry-After: 1, not the policy's own 0.05 s
+
+
+class _Raw(io.BytesIO):
+    """A raw body as urllib3 hands it to botocore."""
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.getvalue()
 
 
 @pytest.mark.parametrize(

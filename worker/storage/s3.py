@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import botocore
+import botocore.parsers
 import botocore.session
 from botocore import UNSIGNED
 from botocore.auth import S3SigV4Auth
@@ -62,7 +63,6 @@ _SSE_C_KEY_BYTES = 32
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _READ_CHUNK = 64 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # an S3 error document is a few hundred bytes
-_ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 # The keys the direct read serves: those the sync builds (a cleaned prefix, a Kubernetes
 # name, Velero's file names), which need no escaping in a URL path.
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*")
@@ -148,23 +148,29 @@ ASK_SDK = Unsettled.ASK_SDK
 class DirectGet:
     """GetObject as one signed request on the S3 client's own connection pool, without
     botocore's per-call pipeline (parameter validation, serialization, endpoint rules,
-    event hooks, response parsing): half the CPU of ``client.get_object``, and the two
-    reads per backup are most of a full sync's own CPU (docs/performance.md).
+    event hooks): half the CPU of ``client.get_object``, and the two reads per backup are
+    most of a full sync's own CPU (docs/performance.md).
 
-    Nothing is re-implemented: the URL is the one the client builds (taken once from a
-    presigned URL: addressing style, endpoint and region as configured), the signature is
-    botocore's SigV4 signer with the client's credentials (refreshed as the client's are),
-    and the request goes through the client's HTTP session, so TLS, CA bundle, proxies,
-    timeouts and the connection errors the retry policy knows are the SDK's own. It
-    settles only a 200 (the body, capped) and a 404 NoSuchKey (absent); for anything else
-    it answers ``ASK_SDK`` and the SDK's GetObject asks again, so every error a user sees
-    is the SDK's, as before. Not used with an SSE-C key or an ARN bucket."""
+    Nothing of the protocol is re-implemented: the URL is the one the client builds (taken
+    once from a presigned URL: addressing style, endpoint and region as configured), the
+    signature is botocore's SigV4 signer with the client's credentials (refreshed as the
+    client's are), the request goes through the client's HTTP session (TLS, CA bundle,
+    proxies, timeouts and the connection errors the retry policy knows), and an error
+    answer is parsed by botocore's own parser into the ClientError the SDK would raise.
+    It settles a 200 (the body, capped), a 404 NoSuchKey (absent), and throttling and
+    server errors (429, 5xx: the retry policy backs off, honouring Retry-After). Anything
+    else (a region redirect, a denial, a missing bucket) it answers ``ASK_SDK``, and the
+    SDK's GetObject asks again with everything the SDK does about it. Not used with an
+    SSE-C key, an ARN bucket or without credentials."""
 
-    def __init__(self, http: Any, base_url: str, credentials: Any, region: str) -> None:
+    def __init__(self, client: Any, http: Any, base_url: str, credentials: Any) -> None:
+        self._client = client
         self._http = http
         self._base_url = base_url
         self._credentials = credentials
-        self._region = region
+        self._region = client.meta.region_name
+        self._parser = botocore.parsers.create_parser("rest-xml")
+        self._shape = client.meta.service_model.operation_model("GetObject").output_shape
 
     @classmethod
     def of(cls, client: Any, bucket: str, credentials: Any) -> DirectGet | None:
@@ -183,7 +189,7 @@ class DirectGet:
         base, _, _ = url.partition("?")
         if not base.endswith("/" + _PROBE_KEY):
             return None
-        return cls(http, base.removesuffix(_PROBE_KEY), credentials, client.meta.region_name)
+        return cls(client, http, base.removesuffix(_PROBE_KEY), credentials)
 
     @staticmethod
     def serves(key: str) -> bool:
@@ -201,18 +207,29 @@ class DirectGet:
             request
         )
         response = self._http.send(request.prepare())
-        length = response.headers.get("content-length")
-        if response.status_code == 200:
+        status, length = response.status_code, response.headers.get("content-length")
+        if status == 200:
             size = int(length) if length and length.isdigit() else None
             return _read_capped(StreamingBody(response.raw, length), size, max_bytes, where)
         body = StreamingBody(response.raw, None)
         try:
-            found = _ERROR_CODE.search(body.read(_ERROR_BODY_BYTES))
+            text = body.read(_ERROR_BODY_BYTES)
         finally:
             body.close()
-        if response.status_code == 404 and found and found.group(1) == b"NoSuchKey":
-            return None
-        return ASK_SDK
+        if status != 404 and status != 429 and status < 500:
+            return ASK_SDK
+        error = self._error(status, response.headers, text)
+        if status == 404:
+            return None if retry.error_code(error) in _NOT_FOUND_CODES else ASK_SDK
+        raise error
+
+    def _error(self, status: int, headers: Any, body: bytes) -> ClientError:
+        """The ClientError botocore raises for this answer (its parser, its classes)."""
+        answer = {"status_code": status, "headers": headers, "body": body}
+        parsed = self._parser.parse(answer, self._shape)
+        code = str((parsed.get("Error") or {}).get("Code") or status)
+        error: ClientError = self._client.exceptions.from_code(code)(parsed, "GetObject")
+        return error
 
 
 def _read_capped(body: Any, length: object, max_bytes: int, where: str) -> bytes:
