@@ -9,9 +9,11 @@ same path: bytes or absent, the size cap, an unreachable endpoint, a missing buc
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,36 @@ def test_throttling_is_settled_with_the_sdks_error_and_retry_after(
         store.get("backups/b-1/velero-backup.json", 100)
     assert len(sent) == patient.attempts and sdk.keys == []
     assert sent[1] - sent[0] >= 0.95  # Retry-After: 1, not the policy's own 0.05 s
+
+
+@pytest.mark.parametrize("stored", ["right", "wrong"])
+def test_the_body_is_checked_against_its_stored_checksum(
+    minio: MinIO, creds: Path, stored: str
+) -> None:
+    """As botocore does by default: the request asks for the stored checksum, and a body
+    that does not match it is an error, never data."""
+    store = _open(minio, creds)
+    direct = store._direct
+    assert direct is not None
+    data = b'{"kind": "Backup"}'
+    crc = zlib.crc32(data if stored == "right" else b"other").to_bytes(4, "big")
+    asked: list[str] = []
+
+    class Answer:
+        def send(self, request: Any) -> AWSResponse:
+            asked.append(request.headers["x-amz-checksum-mode"])
+            headers = HTTPHeaders()
+            headers["Content-Length"] = str(len(data))
+            headers["x-amz-checksum-crc32"] = base64.b64encode(crc).decode()
+            return AWSResponse(request.url, 200, headers, _Raw(data))
+
+    direct._http = Answer()
+    if stored == "right":
+        assert store.get("backups/b-1/velero-backup.json", 100) == data
+    else:
+        with pytest.raises(StoreError, match=r"velero-backup\.json.*checksum"):
+            store.get("backups/b-1/velero-backup.json", 100)
+    assert asked[0] == "ENABLED"
 
 
 class _Raw(io.BytesIO):

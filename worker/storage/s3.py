@@ -27,6 +27,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpchecksum import handle_checksum_body, resolve_response_checksum_algorithms
 from botocore.response import StreamingBody
 
 from worker import __version__, retry
@@ -170,7 +171,12 @@ class DirectGet:
         self._credentials = credentials
         self._region = client.meta.region_name
         self._parser = botocore.parsers.create_parser("rest-xml")
-        self._shape = client.meta.service_model.operation_model("GetObject").output_shape
+        self._operation = client.meta.service_model.operation_model("GetObject")
+        # The response checksums botocore validates (its default, when_supported): the
+        # algorithms it can compute, in its order of preference.
+        request: dict[str, Any] = {"context": {}}
+        resolve_response_checksum_algorithms(request, self._operation, {"ChecksumMode": "ENABLED"})
+        self._checksums = request["context"].get("checksum", {})
 
     @classmethod
     def of(cls, client: Any, bucket: str, credentials: Any) -> DirectGet | None:
@@ -200,7 +206,8 @@ class DirectGet:
         request = AWSRequest(
             method="GET",
             url=self._base_url + key,
-            headers={"User-Agent": USER_AGENT},
+            # As the SDK asks by default: the stored checksum, to validate the body with.
+            headers={"User-Agent": USER_AGENT, "x-amz-checksum-mode": "ENABLED"},
             stream_output=True,
         )
         S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(
@@ -210,7 +217,7 @@ class DirectGet:
         status, length = response.status_code, response.headers.get("content-length")
         if status == 200:
             size = int(length) if length and length.isdigit() else None
-            return _read_capped(StreamingBody(response.raw, length), size, max_bytes, where)
+            return _read_capped(self._body(response), size, max_bytes, where)
         body = StreamingBody(response.raw, None)
         try:
             text = body.read(_ERROR_BODY_BYTES)
@@ -223,10 +230,19 @@ class DirectGet:
             return None if retry.error_code(error) in _NOT_FOUND_CODES else ASK_SDK
         raise error
 
+    def _body(self, response: Any) -> StreamingBody:
+        """The body, checked at its end against the stored checksum as botocore checks it
+        (a mismatch is its FlexibleChecksumError: a StoreError naming the object)."""
+        answer = {"headers": response.headers, "context": {}, "body": None}
+        context = {"checksum": self._checksums}
+        handle_checksum_body(response, answer, context, self._operation)
+        checked: StreamingBody | None = answer["body"]
+        return checked or StreamingBody(response.raw, response.headers.get("content-length"))
+
     def _error(self, status: int, headers: Any, body: bytes) -> ClientError:
         """The ClientError botocore raises for this answer (its parser, its classes)."""
         answer = {"status_code": status, "headers": headers, "body": body}
-        parsed = self._parser.parse(answer, self._shape)
+        parsed = self._parser.parse(answer, self._operation.output_shape)
         code = str((parsed.get("Error") or {}).get("Code") or status)
         error: ClientError = self._client.exceptions.from_code(code)(parsed, "GetObject")
         return error
