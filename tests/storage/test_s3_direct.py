@@ -150,6 +150,28 @@ def test_throttling_is_settled_with_the_sdks_error_and_retry_after(
     assert sent[1] - sent[0] >= 0.95  # Retry-After: 1, not the policy's own 0.05 s
 
 
+def test_a_redirect_is_left_to_the_sdk(minio: MinIO, creds: Path) -> None:
+    """A 301 (a bucket in another region) is no error of the direct read: the SDK's
+    GetObject asks again, with whatever it does about redirects, and its answer counts."""
+    key = "backups/b-2/velero-backup.json"
+    minio.put(BUCKET, key, b"{}")
+    store = _open(minio, creds)
+    sdk = _SdkCalls(store)
+    direct = store._direct
+    assert direct is not None
+    body = b"<Error><Code>PermanentRedirect</Code><Message>elsewhere</Message></Error>"
+
+    class Moved:
+        def send(self, request: Any) -> AWSResponse:
+            headers = HTTPHeaders()
+            headers["x-amz-bucket-region"] = "eu-west-1"
+            return AWSResponse(request.url, 301, headers, _Raw(body))
+
+    direct._http = Moved()
+    assert store.get(key, 100) == b"{}"
+    assert sdk.keys == [key]
+
+
 @pytest.mark.parametrize("stored", ["right", "wrong"])
 def test_the_body_is_checked_against_its_stored_checksum(
     minio: MinIO, creds: Path, stored: str
