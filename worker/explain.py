@@ -24,7 +24,7 @@ from worker.settings import Settings
 from worker.storage.layout import MAX_METADATA_BYTES, BackupStore
 from worker.velero import BACKUP, SCHEDULE, Obj, phase_of
 
-# (location) -> the opened store and what to close; raises ConfigError, LocationError
+# (location) -> the opened store (close it); raises ConfigError, LocationError
 OpenStore = Callable[[Obj], BackupStore]
 
 EXIT_NOT_FOUND = 4

@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Warn = Callable[[str], None]
-# (location, read_secret, workdir, settings, profile, warn)
-#   -> (Velero-layout store, the store to close)
+# (location, read_secret, workdir, settings, profile, warn) -> the opened store (close it)
 StoreOpener = Callable[
     [dict[str, Any], ReadSecret, Path, Settings, VeleroProfile, Warn],
     BackupStore,

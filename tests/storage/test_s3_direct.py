@@ -117,8 +117,10 @@ def test_what_it_cannot_settle_is_the_sdks_error(
     # Wrong credentials: 403 from the direct read, the SDK's InvalidAccessKeyId for the user.
     bad = b"[default]\naws_access_key_id = NOBODY\naws_secret_access_key = wrong\n"
     store = _open(minio, write_file("bad", bad))
+    sdk = _SdkCalls(store)
     with pytest.raises(StoreError, match=f"s3://{BUCKET}/k.*InvalidAccessKeyId"):
         store.get("k", 100)
+    assert sdk.keys == ["k"]  # a denial is left to the SDK
 
 
 def test_throttling_is_settled_with_the_sdks_error_and_retry_after(
@@ -242,4 +244,6 @@ def test_no_direct_read_with_an_sse_c_key_or_without_credentials(
     )
     assert isinstance(store, S3Store) and store._direct is None
     store.close()
-    assert DirectGet.of(_open(minio, creds)._client, BUCKET, None) is None
+    plain = _open(minio, creds)
+    assert DirectGet.of(plain._client, BUCKET, None) is None
+    plain.close()

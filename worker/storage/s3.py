@@ -223,7 +223,7 @@ class DirectGet:
             text = body.read(_ERROR_BODY_BYTES)
         finally:
             body.close()
-        if status != 404 and status != 429 and status < 500:
+        if status not in (404, 429) and status < 500:
             return ASK_SDK
         error = self._error(status, response.headers, text)
         if status == 404:
